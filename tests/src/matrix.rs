@@ -1,0 +1,322 @@
+//! Which boots `cargo xtask test` runs, and what each one must print.
+
+use std::fmt;
+use std::time::Duration;
+
+/// How QEMU executes guest code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Accel {
+    /// QEMU's binary translator: slow but the same everywhere (x2APIC with `-cpu max`, no FRED).
+    Tcg,
+    /// Hardware virtualisation through /dev/kvm: the host CPU's features, real cycles.
+    Kvm,
+}
+
+/// The emulator a case boots on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Emulator {
+    Qemu(Accel),
+    /// Bochs interprets every instruction; its Intel models are the only place FRED runs.
+    Bochs,
+}
+
+/// The kernel's event-entry backend, as the READY line names it (`entry=fred|ist`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Fred,
+    Ist,
+}
+
+/// What loads the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BootPath {
+    /// GRUB loads the boot/ bridge (Multiboot2), which boots the kernel by the Limine protocol.
+    Bridge,
+    /// A genuine Limine binary release (needs `LIMINE_DIR`).
+    Limine,
+}
+
+/// Something the machine must offer before a case can run; a case whose requirement is not met
+/// is skipped with the reason, never failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Requirement {
+    /// A short KVM boot of the `boot` scenario succeeded.
+    Kvm,
+    /// Some Bochs binary is available.
+    Bochs,
+    /// A Bochs whose `wildcat_lake` model reports FRED (built with its FRED option).
+    FredBochs,
+    /// `LIMINE_DIR` (or `--limine`) names a Limine binary release.
+    LimineRelease,
+}
+
+/// One boot of the matrix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    pub emulator: Emulator,
+    /// The emulator's CPU model (`-cpu` for QEMU, `cpu: model=` for Bochs).
+    pub cpu_model: &'static str,
+    /// Bochs only: `false` adds `exclude_features="fred"` to the CPU model, which gives the
+    /// IST twin of a FRED model on otherwise identical hardware.
+    pub fred: bool,
+    pub smp: u32,
+    /// The kernel scenario, passed as `test=<scenario>`.
+    pub scenario: &'static str,
+    /// Appended to the kernel command line after `test=<scenario>`.
+    pub extra_cmdline: &'static str,
+    /// The backend the READY line must name; `None` when either is right (KVM follows the host).
+    pub expected_entry: Option<Backend>,
+    pub boot_path: BootPath,
+    pub timeout: Duration,
+}
+
+/// The kernel test scenarios every QEMU TCG configuration runs.
+pub const SCENARIOS: &[&str] = &["boot", "ipi", "page_fault", "stack_overflow", "timer"];
+/// CPU counts of the QEMU TCG matrix.
+pub const TCG_SMP: &[u32] = &[1, 2, 4, 8];
+/// The Bochs CPU model that offers FRED (CPUID.(7,1).EAX bit 17) in a FRED-enabled build.
+pub const BOCHS_FRED_MODEL: &str = "wildcat_lake";
+/// An Intel 64-bit model without FRED that every Bochs since 2.7 knows.
+pub const BOCHS_IST_MODEL: &str = "tigerlake";
+
+/// QEMU's CPU model for an accelerator. Under KVM, `-cpu host` aborts on these AMD hosts
+/// ("failed to set MSR 0x10a") unless `arch-capabilities` is removed.
+pub fn qemu_cpu_model(accel: Accel) -> &'static str {
+    match accel {
+        Accel::Tcg => "max",
+        Accel::Kvm => "host,-arch-capabilities",
+    }
+}
+
+/// The default time limit of one boot; KVM spends ~30 s in nested exits during firmware and
+/// loader, Bochs interprets everything.
+pub fn default_timeout(emulator: Emulator) -> Duration {
+    match emulator {
+        Emulator::Qemu(Accel::Tcg) => Duration::from_secs(60),
+        Emulator::Qemu(Accel::Kvm) => Duration::from_secs(120),
+        Emulator::Bochs => Duration::from_secs(240),
+    }
+}
+
+impl Case {
+    fn new(emulator: Emulator, smp: u32, scenario: &'static str) -> Case {
+        let cpu_model = match emulator {
+            Emulator::Qemu(accel) => qemu_cpu_model(accel),
+            Emulator::Bochs => BOCHS_IST_MODEL,
+        };
+        let expected_entry = match emulator {
+            // TCG emulates no FRED (checked on QEMU 10 and 11).
+            Emulator::Qemu(Accel::Tcg) => Some(Backend::Ist),
+            Emulator::Qemu(Accel::Kvm) => None,
+            Emulator::Bochs => Some(Backend::Ist),
+        };
+        Case {
+            emulator,
+            cpu_model,
+            fred: false,
+            smp,
+            scenario,
+            extra_cmdline: "",
+            expected_entry,
+            boot_path: BootPath::Bridge,
+            timeout: default_timeout(emulator),
+        }
+    }
+
+    /// The kernel command line of this case (before the manifest's own CMDLINE is prepended).
+    pub fn cmdline(&self) -> String {
+        let mut cmdline = format!("test={}", self.scenario);
+        if !self.extra_cmdline.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(self.extra_cmdline);
+        }
+        cmdline
+    }
+
+    /// What the machine must offer for this case to run.
+    pub fn requirements(&self) -> Vec<Requirement> {
+        let mut needs = Vec::new();
+        match self.emulator {
+            Emulator::Qemu(Accel::Kvm) => needs.push(Requirement::Kvm),
+            Emulator::Qemu(Accel::Tcg) => {}
+            Emulator::Bochs if self.cpu_model == BOCHS_FRED_MODEL => {
+                needs.push(Requirement::FredBochs)
+            }
+            Emulator::Bochs => needs.push(Requirement::Bochs),
+        }
+        if self.boot_path == BootPath::Limine {
+            needs.push(Requirement::LimineRelease);
+        }
+        needs
+    }
+
+    /// A short name that is unique in the matrix and safe as a file name.
+    pub fn id(&self) -> String {
+        self.to_string().replace(['=', ' ', ','], "-")
+    }
+
+    /// Whether `filter` (a substring; `,` separates alternatives) selects this case.
+    pub fn matches(&self, filter: &str) -> bool {
+        let label = self.to_string();
+        filter
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .any(|f| label.contains(f))
+    }
+}
+
+impl fmt::Display for Case {
+    /// `qemu-tcg smp=4 boot`, `bochs wildcat_lake fred=on smp=1 boot`, `qemu-tcg limine smp=4 boot`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.emulator {
+            Emulator::Qemu(Accel::Tcg) => write!(f, "qemu-tcg")?,
+            Emulator::Qemu(Accel::Kvm) => write!(f, "qemu-kvm")?,
+            Emulator::Bochs => {
+                write!(f, "bochs {}", self.cpu_model)?;
+                if self.cpu_model == BOCHS_FRED_MODEL {
+                    write!(f, " fred={}", if self.fred { "on" } else { "off" })?;
+                }
+            }
+        }
+        if self.boot_path == BootPath::Limine {
+            write!(f, " limine")?;
+        }
+        write!(f, " smp={} {}", self.smp, self.scenario)?;
+        if !self.extra_cmdline.is_empty() {
+            write!(f, " {}", self.extra_cmdline)?;
+        }
+        Ok(())
+    }
+}
+
+/// The boot matrix, in the order results are reported.
+///
+/// - every scenario on QEMU TCG at 1, 2, 4 and 8 CPUs (the bridge path);
+/// - every scenario on KVM at 4 CPUs (skipped unless a KVM boot works; the first KVM case,
+///   `boot`, is that probe);
+/// - `boot` through a genuine Limine release at 4 CPUs (skipped without `LIMINE_DIR`);
+/// - `boot` on Bochs' Intel `tigerlake` at 2 CPUs: the IST backend on an Intel CPU model;
+/// - `boot` on Bochs `wildcat_lake` with FRED on and off at 1 CPU (skipped without a
+///   FRED-capable Bochs).
+pub fn matrix() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for &smp in TCG_SMP {
+        for &scenario in SCENARIOS {
+            cases.push(Case::new(Emulator::Qemu(Accel::Tcg), smp, scenario));
+        }
+    }
+    for &scenario in SCENARIOS {
+        cases.push(Case::new(Emulator::Qemu(Accel::Kvm), 4, scenario));
+    }
+    cases.push(Case {
+        boot_path: BootPath::Limine,
+        ..Case::new(Emulator::Qemu(Accel::Tcg), 4, "boot")
+    });
+    cases.push(Case::new(Emulator::Bochs, 2, "boot"));
+    for fred in [true, false] {
+        cases.push(Case {
+            cpu_model: BOCHS_FRED_MODEL,
+            fred,
+            expected_entry: Some(if fred { Backend::Fred } else { Backend::Ist }),
+            ..Case::new(Emulator::Bochs, 1, "boot")
+        });
+    }
+    cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn case_ids_are_unique() {
+        let cases = matrix();
+        let ids: HashSet<String> = cases.iter().map(Case::id).collect();
+        assert_eq!(ids.len(), cases.len());
+    }
+
+    #[test]
+    fn tcg_runs_every_scenario_at_every_cpu_count() {
+        let cases = matrix();
+        for &smp in TCG_SMP {
+            for &scenario in SCENARIOS {
+                assert!(
+                    cases
+                        .iter()
+                        .any(|c| c.emulator == Emulator::Qemu(Accel::Tcg)
+                            && c.boot_path == BootPath::Bridge
+                            && c.smp == smp
+                            && c.scenario == scenario),
+                    "missing qemu-tcg smp={smp} {scenario}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn first_kvm_case_is_the_boot_probe() {
+        let first_kvm = matrix()
+            .into_iter()
+            .find(|c| c.emulator == Emulator::Qemu(Accel::Kvm));
+        assert_eq!(first_kvm.unwrap().scenario, "boot");
+    }
+
+    #[test]
+    fn fred_model_cases_need_a_fred_bochs_and_expect_their_backend() {
+        let fred_cases: Vec<Case> = matrix()
+            .into_iter()
+            .filter(|c| c.cpu_model == BOCHS_FRED_MODEL)
+            .collect();
+        assert_eq!(fred_cases.len(), 2);
+        for case in fred_cases {
+            assert_eq!(case.requirements(), vec![Requirement::FredBochs]);
+            let want = if case.fred {
+                Backend::Fred
+            } else {
+                Backend::Ist
+            };
+            assert_eq!(case.expected_entry, Some(want));
+        }
+    }
+
+    #[test]
+    fn limine_case_needs_a_release() {
+        let limine: Vec<Case> = matrix()
+            .into_iter()
+            .filter(|c| c.boot_path == BootPath::Limine)
+            .collect();
+        assert_eq!(limine.len(), 1);
+        assert!(limine[0]
+            .requirements()
+            .contains(&Requirement::LimineRelease));
+    }
+
+    #[test]
+    fn labels_read_as_documented() {
+        let cases = matrix();
+        let labels: Vec<String> = cases.iter().map(Case::to_string).collect();
+        assert!(labels.contains(&"qemu-tcg smp=4 boot".to_string()));
+        assert!(labels.contains(&"bochs wildcat_lake fred=on smp=1 boot".to_string()));
+        assert!(labels.contains(&"qemu-tcg limine smp=4 boot".to_string()));
+    }
+
+    #[test]
+    fn filter_matches_substrings_and_alternatives() {
+        let case = Case::new(Emulator::Qemu(Accel::Tcg), 2, "timer");
+        assert!(case.matches("timer"));
+        assert!(case.matches("smp=2 timer"));
+        assert!(case.matches("bochs, qemu-tcg"));
+        assert!(!case.matches("bochs"));
+        assert!(!case.matches(""));
+    }
+
+    #[test]
+    fn cmdline_starts_with_the_scenario() {
+        let mut case = Case::new(Emulator::Bochs, 2, "ipi");
+        assert_eq!(case.cmdline(), "test=ipi");
+        case.extra_cmdline = "entry=ist";
+        assert_eq!(case.cmdline(), "test=ipi entry=ist");
+    }
+}

@@ -1,0 +1,496 @@
+//! Pass or fail, decided from the serial log and how the emulator ended.
+//!
+//! The kernel's side of the contract (ARCHITECTURE.md section 5): a scenario started with
+//! `test=<name>` ends with the line `TEST <name>: PASS` or `TEST <name>: FAIL <reason>` and then
+//! shuts the machine down; on QEMU through `isa-debug-exit` with status 33 (pass) or 35 (fail),
+//! on Bochs through port 0x8900, whose exit status says nothing, so there the log decides. A
+//! completed boot prints exactly one `READY cpus=<online>/<found> entry=<fred|ist> servers=...`
+//! line. A line containing `PANIC` or `EXCEPTION` is a failure in every scenario.
+
+use crate::matrix::{Backend, Case, Emulator};
+use abi::harness::{qemu_status, QEMU_EXIT_FAIL, QEMU_EXIT_PASS};
+
+/// How the emulator process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited by itself: `Some(status)`, or `None` when a signal ended it.
+    Exited(Option<i32>),
+    /// The time limit passed and the harness killed it.
+    TimedOut,
+}
+
+/// Which exit status carries the verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitRule {
+    /// QEMU with `isa-debug-exit`: a pass must end with [`QEMU_PASS_STATUS`].
+    QemuDebugExit,
+    /// Bochs: the status is the same for pass and fail; the log alone decides (but the run
+    /// must still end by itself).
+    LogOnly,
+}
+
+/// QEMU's exit status after the kernel wrote the pass value to `isa-debug-exit`.
+pub const QEMU_PASS_STATUS: i32 = qemu_status(QEMU_EXIT_PASS);
+/// QEMU's exit status after the kernel wrote the fail value to `isa-debug-exit`.
+pub const QEMU_FAIL_STATUS: i32 = qemu_status(QEMU_EXIT_FAIL);
+
+/// What a boot must show to pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    pub scenario: String,
+    /// Every CPU the machine has must come online: `READY cpus=<smp>/<smp>`.
+    pub smp: u32,
+    /// The backend the READY line must name; `None` accepts either.
+    pub entry: Option<Backend>,
+    /// Whether the READY line must be present (the `boot` scenario exists to reach it); other
+    /// scenarios may end before READY, but if they print it, it is checked all the same.
+    pub ready_required: bool,
+    pub exit_rule: ExitRule,
+}
+
+impl Expectation {
+    pub fn for_case(case: &Case) -> Expectation {
+        Expectation::new(case.scenario, case.smp, case.expected_entry, case.emulator)
+    }
+
+    pub fn new(
+        scenario: &str,
+        smp: u32,
+        entry: Option<Backend>,
+        emulator: Emulator,
+    ) -> Expectation {
+        Expectation {
+            scenario: scenario.to_string(),
+            smp,
+            entry,
+            ready_required: scenario == "boot",
+            exit_rule: match emulator {
+                Emulator::Qemu(_) => ExitRule::QemuDebugExit,
+                Emulator::Bochs => ExitRule::LogOnly,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Fail(String),
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        *self == Verdict::Pass
+    }
+}
+
+/// The parsed `READY cpus=<online>/<found> entry=<backend> servers=<list>` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub online: u32,
+    pub found: u32,
+    pub entry: String,
+    pub servers: Vec<String>,
+}
+
+/// Parses the part of a line from `READY ` on; `None` when it is not a READY line.
+pub fn parse_ready(line: &str) -> Option<Result<Ready, String>> {
+    let start = line.find("READY cpus=")?;
+    let text = line[start..].trim_end();
+    let mut online_found = None;
+    let mut entry = None;
+    let mut servers = Vec::new();
+    for field in text.split_whitespace().skip(1) {
+        match field.split_once('=') {
+            Some(("cpus", value)) => online_found = Some(value),
+            Some(("entry", value)) => entry = Some(value.to_string()),
+            Some(("servers", value)) => {
+                servers = value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    let parse = || -> Result<Ready, String> {
+        let cpus = online_found.ok_or("no cpus= field")?;
+        let (online, found) = cpus
+            .split_once('/')
+            .ok_or("cpus= is not <online>/<found>")?;
+        let online = online
+            .parse()
+            .map_err(|_| format!("bad online count {online:?}"))?;
+        let found = found
+            .parse()
+            .map_err(|_| format!("bad found count {found:?}"))?;
+        let entry = entry.ok_or("no entry= field")?;
+        Ok(Ready {
+            online,
+            found,
+            entry,
+            servers: servers.clone(),
+        })
+    };
+    Some(parse().map_err(|why| format!("malformed READY line ({why}): {text}")))
+}
+
+/// What a line says about scenario `name`: `Some(Ok(()))` for its PASS line,
+/// `Some(Err(reason))` for its FAIL line.
+fn scenario_status(line: &str, name: &str) -> Option<Result<(), String>> {
+    let marker = format!("TEST {name}: ");
+    let start = line.find(&marker)?;
+    let rest = line[start + marker.len()..].trim_end();
+    if rest == "PASS" {
+        Some(Ok(()))
+    } else if rest == "FAIL" || rest.starts_with("FAIL ") {
+        Some(Err(rest["FAIL".len()..].trim().to_string()))
+    } else {
+        None
+    }
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Fred => "fred",
+        Backend::Ist => "ist",
+    }
+}
+
+/// Decides whether a boot passed. The first problem found is the reason; problems the kernel
+/// reported itself (panic, exception, FAIL line) come before what the harness infers.
+pub fn judge(expect: &Expectation, log: &str, outcome: Outcome) -> Verdict {
+    let lines: Vec<&str> = log.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let fail = |reason: String| Verdict::Fail(reason);
+
+    if let Some(line) = lines.iter().find(|l| l.contains("PANIC")) {
+        return fail(format!("kernel panic: {}", line.trim()));
+    }
+    if let Some(line) = lines.iter().find(|l| l.contains("EXCEPTION")) {
+        return fail(format!("unexpected exception: {}", line.trim()));
+    }
+    let mut passed = false;
+    for line in &lines {
+        match scenario_status(line, &expect.scenario) {
+            Some(Err(reason)) if reason.is_empty() => {
+                return fail("scenario reported FAIL without a reason".to_string())
+            }
+            Some(Err(reason)) => return fail(format!("scenario reported FAIL: {reason}")),
+            Some(Ok(())) => passed = true,
+            None => {}
+        }
+    }
+
+    let readies: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("READY cpus="))
+        .collect();
+    if readies.len() > 1 {
+        return fail(format!(
+            "{} READY lines, expected exactly one",
+            readies.len()
+        ));
+    }
+    match readies.first().map(|line| parse_ready(line)) {
+        Some(Some(Err(why))) => return fail(why),
+        Some(Some(Ok(ready))) => {
+            if ready.online != expect.smp || ready.found != expect.smp {
+                return fail(format!(
+                    "READY reports cpus={}/{}, expected {}/{}",
+                    ready.online, ready.found, expect.smp, expect.smp
+                ));
+            }
+            if let Some(want) = expect.entry {
+                if ready.entry != backend_name(want) {
+                    return fail(format!(
+                        "READY reports entry={}, expected entry={}",
+                        ready.entry,
+                        backend_name(want)
+                    ));
+                }
+            }
+        }
+        Some(None) | None if expect.ready_required => {
+            let how = match outcome {
+                Outcome::TimedOut => "timed out".to_string(),
+                Outcome::Exited(status) => ended(status),
+            };
+            return fail(format!("no READY line ({how})"));
+        }
+        Some(None) | None => {}
+    }
+
+    let pass_line = format!("TEST {}: PASS", expect.scenario);
+    if !passed {
+        return fail(match outcome {
+            Outcome::TimedOut => format!("timed out before `{pass_line}`"),
+            Outcome::Exited(status) => format!("no `{pass_line}` line ({})", ended(status)),
+        });
+    }
+    match (expect.exit_rule, outcome) {
+        (_, Outcome::TimedOut) => fail(format!(
+            "printed `{pass_line}` but did not shut the machine down (timed out)"
+        )),
+        (ExitRule::QemuDebugExit, Outcome::Exited(Some(QEMU_PASS_STATUS))) => Verdict::Pass,
+        (ExitRule::QemuDebugExit, Outcome::Exited(Some(QEMU_FAIL_STATUS))) => fail(format!(
+            "printed `{pass_line}` but exited through isa-debug-exit with the fail status \
+             {QEMU_FAIL_STATUS}"
+        )),
+        (ExitRule::QemuDebugExit, Outcome::Exited(status)) => fail(format!(
+            "printed `{pass_line}` but QEMU {}, expected status {QEMU_PASS_STATUS} from \
+             isa-debug-exit",
+            ended(status)
+        )),
+        (ExitRule::LogOnly, Outcome::Exited(_)) => Verdict::Pass,
+    }
+}
+
+fn ended(status: Option<i32>) -> String {
+    match status {
+        Some(status) => format!("exited with status {status}"),
+        None => "was ended by a signal".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matrix::Accel;
+
+    const TCG: Emulator = Emulator::Qemu(Accel::Tcg);
+
+    fn boot(smp: u32) -> Expectation {
+        Expectation::new("boot", smp, Some(Backend::Ist), TCG)
+    }
+
+    fn log(lines: &[&str]) -> String {
+        lines.iter().map(|l| format!("{l}\r\n")).collect()
+    }
+
+    fn good_boot_log(smp: u32) -> String {
+        log(&[
+            "limine-bridge: booting boot():/boot/kernel",
+            "[cpu 0] INFO kernel: cpu 0: entry area at 0xffffff8000000000 (ist)",
+            &format!("READY cpus={smp}/{smp} entry=ist servers="),
+            "TEST boot: PASS",
+        ])
+    }
+
+    fn reason(verdict: Verdict) -> String {
+        match verdict {
+            Verdict::Fail(reason) => reason,
+            Verdict::Pass => panic!("expected a failure"),
+        }
+    }
+
+    const PASS_EXIT: Outcome = Outcome::Exited(Some(QEMU_PASS_STATUS));
+
+    #[test]
+    fn pass_status_constants_match_isa_debug_exit() {
+        assert_eq!(QEMU_PASS_STATUS, 33);
+        assert_eq!(QEMU_FAIL_STATUS, 35);
+    }
+
+    #[test]
+    fn complete_boot_with_pass_status_passes() {
+        assert_eq!(judge(&boot(4), &good_boot_log(4), PASS_EXIT), Verdict::Pass);
+    }
+
+    #[test]
+    fn pass_line_without_exit_status_fails() {
+        let why = reason(judge(&boot(4), &good_boot_log(4), Outcome::Exited(Some(0))));
+        assert!(why.contains("expected status 33"), "{why}");
+    }
+
+    #[test]
+    fn pass_line_with_fail_status_fails() {
+        let why = reason(judge(
+            &boot(4),
+            &good_boot_log(4),
+            Outcome::Exited(Some(35)),
+        ));
+        assert!(why.contains("fail status 35"), "{why}");
+    }
+
+    #[test]
+    fn pass_line_then_killed_by_signal_fails() {
+        assert!(!judge(&boot(4), &good_boot_log(4), Outcome::Exited(None)).passed());
+    }
+
+    #[test]
+    fn pass_line_without_shutdown_fails_on_timeout() {
+        let why = reason(judge(&boot(4), &good_boot_log(4), Outcome::TimedOut));
+        assert!(why.contains("did not shut the machine down"), "{why}");
+    }
+
+    #[test]
+    fn bochs_pass_ignores_exit_status() {
+        let expect = Expectation::new("boot", 2, Some(Backend::Ist), Emulator::Bochs);
+        assert_eq!(
+            judge(&expect, &good_boot_log(2), Outcome::Exited(Some(1))),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn bochs_timeout_after_pass_fails() {
+        let expect = Expectation::new("boot", 2, Some(Backend::Ist), Emulator::Bochs);
+        assert!(!judge(&expect, &good_boot_log(2), Outcome::TimedOut).passed());
+    }
+
+    #[test]
+    fn exit_status_alone_does_not_pass() {
+        let text = log(&["READY cpus=4/4 entry=ist servers="]);
+        let why = reason(judge(&boot(4), &text, PASS_EXIT));
+        assert!(why.contains("no `TEST boot: PASS` line"), "{why}");
+    }
+
+    #[test]
+    fn pass_line_of_another_scenario_does_not_count() {
+        let text = log(&["READY cpus=1/1 entry=ist servers=", "TEST boot: PASS"]);
+        let expect = Expectation::new("timer", 1, None, TCG);
+        assert!(!judge(&expect, &text, PASS_EXIT).passed());
+    }
+
+    #[test]
+    fn pass_with_trailing_text_is_not_a_pass() {
+        let text = log(&["READY cpus=1/1 entry=ist servers=", "TEST boot: PASSED?"]);
+        assert!(!judge(&boot(1), &text, PASS_EXIT).passed());
+    }
+
+    #[test]
+    fn fail_line_fails_with_its_reason() {
+        let text = log(&["TEST timer: FAIL no tick on cpu 2", "TEST timer: PASS"]);
+        let expect = Expectation::new("timer", 4, None, TCG);
+        let why = reason(judge(&expect, &text, PASS_EXIT));
+        assert_eq!(why, "scenario reported FAIL: no tick on cpu 2");
+    }
+
+    #[test]
+    fn fail_line_without_reason_fails() {
+        let text = log(&["TEST ipi: FAIL"]);
+        let expect = Expectation::new("ipi", 2, None, TCG);
+        assert!(reason(judge(&expect, &text, Outcome::Exited(Some(35)))).contains("FAIL"));
+    }
+
+    #[test]
+    fn panic_line_fails_even_after_pass() {
+        let mut text = good_boot_log(2);
+        text.push_str("[cpu 1] ERROR kernel: PANIC at kernel/src/main.rs:10: oops\n");
+        let why = reason(judge(&boot(2), &text, PASS_EXIT));
+        assert!(why.starts_with("kernel panic:"), "{why}");
+    }
+
+    #[test]
+    fn exception_line_fails() {
+        let mut text = good_boot_log(1);
+        text.push_str("[cpu 0] ERROR entry: EXCEPTION #GP(0) at 0xffffffff80001234\n");
+        let why = reason(judge(&boot(1), &text, PASS_EXIT));
+        assert!(why.starts_with("unexpected exception:"), "{why}");
+    }
+
+    #[test]
+    fn ready_with_missing_cpu_fails() {
+        let text = log(&["READY cpus=3/4 entry=ist servers=", "TEST boot: PASS"]);
+        let why = reason(judge(&boot(4), &text, PASS_EXIT));
+        assert_eq!(why, "READY reports cpus=3/4, expected 4/4");
+    }
+
+    #[test]
+    fn ready_with_cpus_not_found_fails() {
+        let text = log(&["READY cpus=2/2 entry=ist servers=", "TEST boot: PASS"]);
+        assert!(!judge(&boot(4), &text, PASS_EXIT).passed());
+    }
+
+    #[test]
+    fn ready_with_wrong_backend_fails() {
+        let text = log(&["READY cpus=1/1 entry=ist servers=", "TEST boot: PASS"]);
+        let expect = Expectation::new("boot", 1, Some(Backend::Fred), Emulator::Bochs);
+        let why = reason(judge(&expect, &text, Outcome::Exited(Some(1))));
+        assert_eq!(why, "READY reports entry=ist, expected entry=fred");
+    }
+
+    #[test]
+    fn either_backend_passes_when_none_expected() {
+        let expect = Expectation::new("boot", 4, None, Emulator::Qemu(Accel::Kvm));
+        for entry in ["fred", "ist"] {
+            let text = log(&[
+                &format!("READY cpus=4/4 entry={entry} servers=a,b"),
+                "TEST boot: PASS",
+            ]);
+            assert_eq!(judge(&expect, &text, PASS_EXIT), Verdict::Pass);
+        }
+    }
+
+    #[test]
+    fn boot_without_ready_fails() {
+        let text = log(&["TEST boot: PASS"]);
+        let why = reason(judge(&boot(1), &text, PASS_EXIT));
+        assert!(why.starts_with("no READY line"), "{why}");
+    }
+
+    #[test]
+    fn other_scenario_without_ready_passes() {
+        let text = log(&["TEST page_fault: PASS"]);
+        let expect = Expectation::new("page_fault", 2, Some(Backend::Ist), TCG);
+        assert_eq!(judge(&expect, &text, PASS_EXIT), Verdict::Pass);
+    }
+
+    #[test]
+    fn other_scenario_with_bad_ready_fails() {
+        let text = log(&["READY cpus=1/2 entry=ist servers=", "TEST ipi: PASS"]);
+        let expect = Expectation::new("ipi", 2, Some(Backend::Ist), TCG);
+        assert!(!judge(&expect, &text, PASS_EXIT).passed());
+    }
+
+    #[test]
+    fn two_ready_lines_fail() {
+        let text = log(&[
+            "READY cpus=1/1 entry=ist servers=",
+            "READY cpus=1/1 entry=ist servers=",
+            "TEST boot: PASS",
+        ]);
+        assert!(reason(judge(&boot(1), &text, PASS_EXIT)).contains("2 READY lines"));
+    }
+
+    #[test]
+    fn malformed_ready_fails() {
+        let text = log(&["READY cpus=four entry=ist", "TEST boot: PASS"]);
+        assert!(reason(judge(&boot(4), &text, PASS_EXIT)).starts_with("malformed READY line"));
+    }
+
+    #[test]
+    fn ready_behind_a_log_prefix_is_found() {
+        let text = log(&[
+            "[cpu 0] INFO kernel: READY cpus=2/2 entry=ist servers=",
+            "TEST boot: PASS",
+        ]);
+        assert_eq!(judge(&boot(2), &text, PASS_EXIT), Verdict::Pass);
+    }
+
+    #[test]
+    fn timeout_without_anything_names_the_missing_line() {
+        let expect = Expectation::new("timer", 1, None, TCG);
+        let why = reason(judge(&expect, "", Outcome::TimedOut));
+        assert_eq!(why, "timed out before `TEST timer: PASS`");
+    }
+
+    #[test]
+    fn ready_line_parses_all_fields() {
+        let ready = parse_ready("READY cpus=3/4 entry=fred servers=init,console")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ready,
+            Ready {
+                online: 3,
+                found: 4,
+                entry: "fred".into(),
+                servers: vec!["init".into(), "console".into()]
+            }
+        );
+        assert!(parse_ready("no ready here").is_none());
+    }
+}
