@@ -1,0 +1,187 @@
+//! CPUs beyond the BSP: starting them through the Limine MP response, who is online, running a
+//! function on other CPUs, and the cross-CPU ping.
+//!
+//! CPU indices are dense: the BSP is 0, the APs follow in the order of the MP response. An
+//! index is what the per-CPU entry area and every per-CPU table use; the APIC ID is only for
+//! addressing IPIs.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+
+use super::cpu::{self, Features};
+use super::entry::vector;
+use super::{apic, cea, paging, percpu};
+use crate::boot::MpCpu;
+
+pub const MAX_CPUS: usize = 256;
+const WORDS: usize = MAX_CPUS / 64;
+
+/// A set of CPU indices that any CPU may update.
+pub struct CpuSet([AtomicU64; WORDS]);
+
+impl CpuSet {
+    pub const fn new() -> Self {
+        Self([const { AtomicU64::new(0) }; WORDS])
+    }
+    pub fn insert(&self, cpu: usize) {
+        self.0[cpu / 64].fetch_or(1 << (cpu % 64), Ordering::AcqRel);
+    }
+    pub fn contains(&self, cpu: usize) -> bool {
+        self.0[cpu / 64].load(Ordering::Acquire) & (1 << (cpu % 64)) != 0
+    }
+    /// Empties the set, returning what it held.
+    pub fn take(&self) -> [u64; WORDS] {
+        core::array::from_fn(|w| self.0[w].swap(0, Ordering::AcqRel))
+    }
+    pub fn clear(&self) {
+        self.take();
+    }
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.load(Ordering::Acquire).count_ones() as usize).sum()
+    }
+}
+
+fn members(words: [u64; WORDS]) -> impl Iterator<Item = usize> {
+    (0..MAX_CPUS).filter(move |&c| words[c / 64] & (1 << (c % 64)) != 0)
+}
+
+static FEATURES: Once<Features> = Once::new();
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(u32::MAX) }; MAX_CPUS];
+
+/// Function pointers waiting to run on each CPU (0 = none).
+static MAILBOX: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+static OUTSTANDING: AtomicUsize = AtomicUsize::new(0);
+
+/// `PINGED_BY[c]`: CPUs waiting for `c` to answer; `ANSWERED[s]`: CPUs that answered `s`.
+static PINGED_BY: [CpuSet; MAX_CPUS] = [const { CpuSet::new() }; MAX_CPUS];
+static ANSWERED: [CpuSet; MAX_CPUS] = [const { CpuSet::new() }; MAX_CPUS];
+
+pub fn online() -> usize {
+    ONLINE.load(Ordering::Acquire)
+}
+
+pub fn apic_id(cpu: usize) -> u32 {
+    APIC_IDS[cpu].load(Ordering::Acquire)
+}
+
+/// Publishes this CPU as online: its entry area, per-CPU data and APIC are ready.
+fn mark_online(cpu: usize) {
+    APIC_IDS[cpu].store(apic::id(), Ordering::Release);
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Records the CPU features every AP turns on (read once, on the BSP).
+pub fn set_features(features: Features) {
+    FEATURES.call_once(|| features);
+}
+
+/// Marks the BSP online, once its local APIC is up.
+pub fn bsp_online() {
+    mark_online(0);
+}
+
+/// Sends every AP of the MP response to `ap_entry` and waits until they are all online or
+/// `timeout_ticks` of the BSP's timer have passed. Returns how many APs came up.
+pub fn start_aps(cpus: &[&MpCpu], bsp_lapic_id: u32, timeout_ticks: u64) -> usize {
+    let mut index = 1;
+    for cpu in cpus.iter().filter(|c| c.lapic_id != bsp_lapic_id) {
+        if index >= MAX_CPUS {
+            log::warn!("more than {MAX_CPUS} CPUs; leaving APIC ID {} offline", cpu.lapic_id);
+            continue;
+        }
+        cpu.extra.store(index as u64, Ordering::Release);
+        cpu.goto_address.write(ap_entry);
+        index += 1;
+    }
+    let expected = index;
+    let start = percpu::this().ticks.load(Ordering::Relaxed);
+    while online() < expected && percpu::this().ticks.load(Ordering::Relaxed) - start < timeout_ticks {
+        x86_64::instructions::hlt();
+    }
+    if online() < expected {
+        log::error!("only {} of {} CPUs came online", online(), expected);
+    }
+    online() - 1
+}
+
+/// Where each AP arrives from the bootloader: on the bootloader's page tables and stack.
+extern "C" fn ap_entry(cpu: &MpCpu) -> ! {
+    paging::load();
+    let features = FEATURES.get().copied().unwrap_or_else(Features::read);
+    cpu::enable_protections(&features);
+    let index = cpu.extra.load(Ordering::Acquire) as usize;
+    let stack = cea::bring_up(index, cpu.lapic_id);
+    super::run_on_stack(stack.top, ap_main, index)
+}
+
+extern "C" fn ap_main(index: usize) -> ! {
+    apic::init_this_cpu();
+    apic::start_timer();
+    mark_online(index);
+    idle()
+}
+
+/// The idle loop: run whatever lands in this CPU's mailbox, otherwise sleep until an interrupt.
+pub fn idle() -> ! {
+    let me = percpu::this().cpu_index;
+    loop {
+        x86_64::instructions::interrupts::disable();
+        let f = MAILBOX[me].swap(0, Ordering::AcqRel);
+        if f != 0 {
+            x86_64::instructions::interrupts::enable();
+            // SAFETY: only `run_on` stores to mailboxes, and it stores `fn()` pointers.
+            let f: fn() = unsafe { core::mem::transmute(f) };
+            f();
+            OUTSTANDING.fetch_sub(1, Ordering::AcqRel);
+        } else {
+            // STI;HLT: an interrupt arriving between the check and HLT still wakes us.
+            x86_64::instructions::interrupts::enable_and_hlt();
+        }
+    }
+}
+
+/// Queues `f` on CPU `cpu` (not the caller) and wakes it.
+pub fn run_on(cpu: usize, f: fn()) {
+    OUTSTANDING.fetch_add(1, Ordering::AcqRel);
+    while MAILBOX[cpu].compare_exchange(0, f as usize, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        core::hint::spin_loop();
+    }
+    apic::send_ipi(apic_id(cpu), vector::IPI_WAKE);
+}
+
+/// Runs `f` on every online CPU, the caller included, and waits until all have finished.
+pub fn run_on_all(f: fn()) {
+    let me = percpu::this().cpu_index;
+    for cpu in (0..online()).filter(|&c| c != me) {
+        run_on(cpu, f);
+    }
+    f();
+    while OUTSTANDING.load(Ordering::Acquire) != 0 {
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
+/// Asks CPU `target` (which may be this one) to answer.
+pub fn ping(target: usize) {
+    let me = percpu::this().cpu_index;
+    PINGED_BY[target].insert(me);
+    apic::send_ipi(apic_id(target), vector::IPI_PING);
+}
+
+/// Whether `target` answered a ping from this CPU.
+pub fn answered_by(target: usize) -> bool {
+    ANSWERED[percpu::this().cpu_index].contains(target)
+}
+
+pub fn answers_received() -> usize {
+    ANSWERED[percpu::this().cpu_index].len()
+}
+
+/// The IPI_PING handler: answer every CPU that pinged us.
+pub fn on_ping() {
+    let me = percpu::this().cpu_index;
+    for sender in members(PINGED_BY[me].take()) {
+        ANSWERED[sender].insert(me);
+    }
+}

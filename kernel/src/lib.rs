@@ -1,0 +1,24 @@
+//! The microkernel as a library: the binary (`main.rs`) holds only the entry points.
+//!
+//! Pure logic (memory-map arithmetic, the frame bitmap, command-line parsing, later the
+//! atomic-IST decision logic) builds on the host too and carries its unit tests there
+//! (`cargo test -p kernel --lib`). Everything that touches hardware is compiled for the
+//! bare-metal target only.
+#![cfg_attr(target_os = "none", no_std)]
+
+pub mod cmdline;
+pub mod mm;
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod klog;
+#[cfg(target_os = "none")]
+pub mod scenario;
+#[cfg(target_os = "none")]
+pub mod harness;

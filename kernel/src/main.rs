@@ -1,0 +1,116 @@
+//! Entry points: the BSP's, from the bootloader; the APs' are in `arch::x86_64::smp`.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("the kernel runs on x86_64-unknown-none: build and boot it with `cargo xtask run`");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod bsp {
+    use spin::Once;
+
+    use kernel::arch::x86_64::{acpi, apic, cea, cpu, entry, paging, run_on_stack, smp};
+    use kernel::boot::{self, BootInfo};
+    use kernel::cmdline::Cmdline;
+    use kernel::harness::{self, Verdict};
+    use kernel::mm::{heap, phys};
+    use kernel::{klog, println, scenario};
+
+    struct Boot {
+        test: Option<&'static str>,
+        cpus_found: usize,
+    }
+
+    static BOOT: Once<Boot> = Once::new();
+
+    /// The ELF entry point; the bootloader jumps here on the BSP with its own page tables and
+    /// a 64 KiB stack.
+    #[no_mangle]
+    extern "C" fn kernel_bsp_entry() -> ! {
+        klog::init();
+        let info = BootInfo::from_bootloader().unwrap_or_else(|e| panic!("cannot boot: {e}"));
+        log::info!(
+            "booted by {} {} (Limine base revision {}), command line {:?}",
+            info.bootloader.0,
+            info.bootloader.1,
+            info.revision,
+            info.cmdline
+        );
+        let cmd = Cmdline::parse(info.cmdline, |w| log::warn!("ignoring unknown command-line word {w:?}"))
+            .unwrap_or_else(|e| panic!("bad kernel command line: {e:?}"));
+        if let Some(name) = cmd.test {
+            harness::set_scenario(name);
+        }
+
+        let features = cpu::Features::read();
+        log::info!("cpu features: {}", features.report());
+        cpu::enable_protections(&features);
+        phys::init(&info);
+        paging::init(&info);
+        heap::init();
+        for m in info.modules {
+            log::info!("module {:?} ({} bytes) {:?}", m.path(), m.size(), m.string());
+        }
+
+        let platform = match info.rsdp_phys {
+            Some(rsdp) => acpi::read_platform(rsdp).unwrap_or_else(|e| {
+                log::error!("ACPI tables unreadable ({e:?}); trusting the bootloader's CPU list");
+                Default::default()
+            }),
+            None => {
+                log::error!("no RSDP from the bootloader; trusting its CPU list");
+                Default::default()
+            }
+        };
+        let (bsp_lapic_id, x2apic_by_loader, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
+        let cpus_found = if platform.cpus.is_empty() { mp_cpus.len().max(1) } else { platform.cpus.len() };
+        log::info!(
+            "ACPI: {} CPUs (APIC IDs {:?}), {} I/O APICs {:?}; bootloader x2APIC: {}",
+            platform.cpus.len(),
+            platform.cpus.iter().map(|c| c.apic_id).collect::<alloc::vec::Vec<_>>(),
+            platform.io_apics.len(),
+            platform.io_apics.iter().map(|a| (a.id, a.address)).collect::<alloc::vec::Vec<_>>(),
+            x2apic_by_loader
+        );
+
+        entry::select(cmd.entry, &features);
+        BOOT.call_once(|| Boot { test: cmd.test, cpus_found });
+        let stack = cea::bring_up(0, bsp_lapic_id);
+        smp::set_features(features);
+        run_on_stack(stack.top, bsp_main, 0)
+    }
+
+    extern crate alloc;
+
+    extern "C" fn bsp_main(_: usize) -> ! {
+        let boot = BOOT.get().expect("boot state");
+        apic::init_bsp();
+        smp::bsp_online();
+        x86_64::instructions::interrupts::enable();
+        let (bsp_lapic_id, _, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
+        let aps = smp::start_aps(mp_cpus, bsp_lapic_id, 5 * apic::TIMER_HZ);
+        log::info!("{aps} APs online; {} frames free", phys::free_frames());
+        println!(
+            "READY cpus={}/{} entry={} servers=",
+            smp::online(),
+            boot.cpus_found,
+            entry::backend().name()
+        );
+        match boot.test {
+            Some(name) => scenario::run(name),
+            None => smp::idle(),
+        }
+    }
+
+    #[panic_handler]
+    fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        log::error!("PANIC: {info}");
+        if harness::scenario().is_some() {
+            harness::finish(Verdict::Fail(format_args!("kernel panic: {}", info.message())));
+        }
+        kernel::arch::x86_64::halt_forever()
+    }
+}

@@ -1,0 +1,11 @@
+//! Memory management: physical frames, the kernel heap, kernel virtual-address regions.
+
+pub mod frame;
+pub mod memmap;
+
+#[cfg(target_os = "none")]
+pub mod heap;
+#[cfg(target_os = "none")]
+pub mod phys;
+#[cfg(target_os = "none")]
+pub mod kvm;
