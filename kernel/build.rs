@@ -5,5 +5,7 @@ fn main() {
     println!("cargo:rerun-if-changed={dir}/linker.ld");
     if std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-none") {
         println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
+        // A section the script does not place would land outside the mapped image.
+        println!("cargo:rustc-link-arg-bins=--orphan-handling=error");
     }
 }

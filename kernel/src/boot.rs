@@ -96,12 +96,15 @@ impl core::fmt::Display for BootError {
 
 impl BootInfo {
     pub fn from_bootloader() -> Result<Self, BootError> {
+        // A bootloader that cannot honour revision 3 boots us with the newest revision it
+        // has; newer Limine releases report which one, Limine 8.x (up to revision 2) does not.
         let revision = if BASE_REVISION.is_supported() {
             3
         } else {
             match BASE_REVISION.loaded_revision() {
                 Some(r) if r >= 2 => r,
-                _ => return Err(BootError::NoBaseRevision),
+                Some(_) => return Err(BootError::NoBaseRevision),
+                None => 2,
             }
         };
         let bootloader = BOOTLOADER_INFO

@@ -68,7 +68,7 @@ mod bsp {
         let (bsp_lapic_id, x2apic_by_loader, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
         let cpus_found = if platform.cpus.is_empty() { mp_cpus.len().max(1) } else { platform.cpus.len() };
         log::info!(
-            "ACPI: {} CPUs (APIC IDs {:?}), {} I/O APICs {:?}; bootloader x2APIC: {}",
+            "ACPI: {} CPUs (APIC IDs {:?}), {} I/O APICs (id, address) {:x?}; bootloader x2APIC: {}",
             platform.cpus.len(),
             platform.cpus.iter().map(|c| c.apic_id).collect::<alloc::vec::Vec<_>>(),
             platform.io_apics.len(),

@@ -14,5 +14,5 @@ pub fn init() {
     paging::map_fresh(HEAP_BASE, HEAP_SIZE, Mapping::KernelData).expect("cannot map the kernel heap");
     // SAFETY: the region was just mapped, writable, and belongs to nothing else.
     unsafe { HEAP.lock().init(HEAP_BASE as *mut u8, HEAP_SIZE as usize) };
-    log::info!("heap: {} KiB at {HEAP_BASE:#x}", HEAP_SIZE / 1024);
+    log::info!("{} KiB at {HEAP_BASE:#x}", HEAP_SIZE / 1024);
 }
