@@ -88,12 +88,12 @@ pub fn qemu_cpu_model(accel: Accel) -> &'static str {
     }
 }
 
-/// The default time limit of one boot; KVM spends ~30 s in nested exits during firmware and
+/// The default time limit of one boot; KVM spends 30 to 60 s in nested exits in firmware and
 /// loader, Bochs interprets everything.
 pub fn default_timeout(emulator: Emulator) -> Duration {
     match emulator {
         Emulator::Qemu(Accel::Tcg) => Duration::from_secs(60),
-        Emulator::Qemu(Accel::Kvm) => Duration::from_secs(120),
+        Emulator::Qemu(Accel::Kvm) => Duration::from_secs(180),
         Emulator::Bochs => Duration::from_secs(240),
     }
 }

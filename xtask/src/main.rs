@@ -1,1 +1,43 @@
-fn main() {}
+//! `cargo xtask`: build the images, make ISOs, boot them, run the tests. See `cargo xtask help`.
+
+mod bochs;
+mod cli;
+mod emulator;
+mod images;
+mod iso;
+mod manifest;
+mod run;
+mod test;
+mod tools;
+mod util;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match cli::parse(&args) {
+        Ok(opts) => opts,
+        Err(cli::CliError::Help) => {
+            print!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(cli::CliError::Bad(message)) => {
+            eprintln!("error: {message}\n(see `cargo xtask --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    emulator::kill_children_on_interrupt();
+    let result = match opts.command {
+        cli::Command::Build => run::build(&opts).map(|_| 0),
+        cli::Command::Iso => run::iso(&opts).map(|_| 0),
+        cli::Command::Run => run::run(&opts),
+        cli::Command::Test => test::test(&opts),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

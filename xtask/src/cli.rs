@@ -1,0 +1,418 @@
+//! Command-line parsing: `cargo xtask <command> [options]`, by hand (a handful of options).
+
+use boot_tests::Accel;
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  build        build the kernel, the bridge and the boot modules named in limine.cfg
+  iso          build the bootable ISO and print its path
+  run          boot the ISO in an emulator and stream the serial log (COM1) to stdout
+  test         host unit tests, then the boot matrix (one line per case)
+
+options (build, iso, run):
+  --release | --debug     cargo profile of the bare-metal images (default: --release)
+  --limine DIR            boot through a genuine Limine binary release in DIR (default: $LIMINE_DIR);
+                          without it GRUB loads the boot/ bridge, which boots the kernel
+  --cmdline \"...\"         appended to the kernel CMDLINE of limine.cfg
+  --entry auto|fred|ist   entry backend: appends entry=... to the kernel command line
+
+options (run):
+  --emulator qemu|bochs   default: qemu (bochs when --fred is given)
+  --accel tcg|kvm         QEMU accelerator (default: tcg; kvm needs /dev/kvm)
+  --smp N                 number of CPUs (default: 4)
+  --fred on|off           Bochs: CPU model wildcat_lake with FRED, or with exclude_features=\"fred\"
+                          (the IST twin); needs a FRED-capable Bochs
+  --cpu MODEL             override the CPU model (QEMU -cpu / Bochs cpu: model=)
+  --timeout SECS          stop the emulator after SECS seconds (0: never; default: 60 for QEMU TCG,
+                          180 for KVM, 240 for Bochs)
+
+options (test):
+  --filter TEXT           only boot cases whose label contains TEXT (',' separates alternatives),
+                          e.g. --filter timer, --filter 'smp=1,bochs'
+  --no-host               skip the host unit tests
+  --jobs N                run N emulators at once (default: 1); results stay in matrix order
+  --release | --debug, --limine DIR  as above
+
+environment:
+  LIMINE_DIR              a Limine (>= 8) binary release: limine-bios.sys, limine-bios-cd.bin,
+                          limine-uefi-cd.bin and the `limine` host tool
+  BOCHS                   the Bochs binary to use (default: /opt/bochs-fred/bin/bochs if present,
+                          else bochs on PATH)
+  BOCHS_SHARE             its BIOS folder (default: <prefix>/share/bochs next to the binary)
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Build,
+    Iso,
+    Run,
+    Test,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmulatorChoice {
+    Qemu,
+    Bochs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Auto,
+    Fred,
+    Ist,
+}
+
+impl Entry {
+    pub fn name(self) -> &'static str {
+        match self {
+            Entry::Auto => "auto",
+            Entry::Fred => "fred",
+            Entry::Ist => "ist",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub command: Command,
+    pub release: bool,
+    pub limine: Option<PathBuf>,
+    pub cmdline: String,
+    pub entry: Option<Entry>,
+    pub emulator: Option<EmulatorChoice>,
+    pub accel: Accel,
+    pub smp: u32,
+    pub fred: Option<bool>,
+    pub cpu: Option<String>,
+    /// `Some(0)` means no limit.
+    pub timeout_secs: Option<u64>,
+    pub filter: Option<String>,
+    pub host_tests: bool,
+    pub jobs: usize,
+}
+
+impl Options {
+    fn new(command: Command) -> Options {
+        Options {
+            command,
+            release: true,
+            limine: None,
+            cmdline: String::new(),
+            entry: None,
+            emulator: None,
+            accel: Accel::Tcg,
+            smp: 4,
+            fred: None,
+            cpu: None,
+            timeout_secs: None,
+            filter: None,
+            host_tests: true,
+            jobs: 1,
+        }
+    }
+
+    /// The Limine release to boot through: `--limine`, else `$LIMINE_DIR` (empty means unset).
+    pub fn limine_dir(&self) -> Option<PathBuf> {
+        self.limine.clone().or_else(|| {
+            std::env::var_os("LIMINE_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    }
+
+    /// The kernel command line added by options: `entry=` first, then `--cmdline`.
+    pub fn extra_cmdline(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(entry) = self.entry {
+            parts.push(format!("entry={}", entry.name()));
+        }
+        if !self.cmdline.trim().is_empty() {
+            parts.push(self.cmdline.trim().to_string());
+        }
+        parts.join(" ")
+    }
+}
+
+/// What went wrong on the command line; printed with a pointer to `--help`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CliError {
+    Help,
+    Bad(String),
+}
+
+fn bad<T>(message: impl Into<String>) -> Result<T, CliError> {
+    Err(CliError::Bad(message.into()))
+}
+
+/// Which commands accept an option.
+fn applies(option: &str, command: Command) -> bool {
+    use Command::*;
+    match option {
+        "--release" | "--debug" | "--limine" => true,
+        "--cmdline" | "--entry" => matches!(command, Build | Iso | Run),
+        "--emulator" | "--accel" | "--smp" | "--fred" | "--cpu" | "--timeout" => command == Run,
+        "--filter" | "--no-host" | "--jobs" => command == Test,
+        _ => false,
+    }
+}
+
+const VALUE_OPTIONS: &[&str] = &[
+    "--limine",
+    "--cmdline",
+    "--entry",
+    "--emulator",
+    "--accel",
+    "--smp",
+    "--fred",
+    "--cpu",
+    "--timeout",
+    "--filter",
+    "--jobs",
+];
+const FLAG_OPTIONS: &[&str] = &["--release", "--debug", "--no-host"];
+
+fn number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, CliError> {
+    value
+        .parse()
+        .or_else(|_| bad(format!("{option} takes a number, got {value:?}")))
+}
+
+/// Parses the arguments after `cargo xtask`.
+pub fn parse(args: &[String]) -> Result<Options, CliError> {
+    let mut args = args.iter();
+    let command = match args.next().map(String::as_str) {
+        None | Some("-h" | "--help" | "help") => return Err(CliError::Help),
+        Some("build") => Command::Build,
+        Some("iso") => Command::Iso,
+        Some("run") => Command::Run,
+        Some("test") => Command::Test,
+        Some(other) => return bad(format!("unknown command {other:?}")),
+    };
+    let mut opts = Options::new(command);
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Err(CliError::Help);
+        }
+        let (name, inline_value) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let is_value = VALUE_OPTIONS.contains(&name);
+        if !is_value && !FLAG_OPTIONS.contains(&name) {
+            return bad(format!("unknown option {arg:?}"));
+        }
+        if !applies(name, command) {
+            return bad(format!(
+                "{name} does not apply to `{}`",
+                command_name(command)
+            ));
+        }
+        let value = if is_value {
+            match inline_value {
+                Some(value) => value,
+                None => match args.next() {
+                    Some(value) => value.clone(),
+                    None => return bad(format!("{name} needs a value")),
+                },
+            }
+        } else if inline_value.is_some() {
+            return bad(format!("{name} takes no value"));
+        } else {
+            String::new()
+        };
+        match name {
+            "--release" => opts.release = true,
+            "--debug" => opts.release = false,
+            "--no-host" => opts.host_tests = false,
+            "--limine" => opts.limine = Some(PathBuf::from(value)),
+            "--cmdline" => {
+                if value.contains(['\n', '\r']) {
+                    return bad("--cmdline must be one line");
+                }
+                opts.cmdline = value;
+            }
+            "--entry" => {
+                opts.entry = Some(match value.as_str() {
+                    "auto" => Entry::Auto,
+                    "fred" => Entry::Fred,
+                    "ist" => Entry::Ist,
+                    _ => return bad(format!("--entry takes auto, fred or ist, got {value:?}")),
+                })
+            }
+            "--emulator" => {
+                opts.emulator = Some(match value.as_str() {
+                    "qemu" => EmulatorChoice::Qemu,
+                    "bochs" => EmulatorChoice::Bochs,
+                    _ => return bad(format!("--emulator takes qemu or bochs, got {value:?}")),
+                })
+            }
+            "--accel" => {
+                opts.accel = match value.as_str() {
+                    "tcg" => Accel::Tcg,
+                    "kvm" => Accel::Kvm,
+                    _ => return bad(format!("--accel takes tcg or kvm, got {value:?}")),
+                }
+            }
+            "--fred" => {
+                opts.fred = Some(match value.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return bad(format!("--fred takes on or off, got {value:?}")),
+                })
+            }
+            "--smp" => {
+                opts.smp = number(name, &value)?;
+                if opts.smp == 0 {
+                    return bad("--smp must be at least 1");
+                }
+            }
+            "--cpu" => opts.cpu = Some(value),
+            "--timeout" => opts.timeout_secs = Some(number(name, &value)?),
+            "--filter" => opts.filter = Some(value),
+            "--jobs" => {
+                opts.jobs = number(name, &value)?;
+                if opts.jobs == 0 {
+                    return bad("--jobs must be at least 1");
+                }
+            }
+            _ => unreachable!("option table and match disagree on {name}"),
+        }
+    }
+    // Combinations that cannot work are refused here rather than half-way through a boot.
+    if opts.fred.is_some() {
+        match opts.emulator {
+            None => opts.emulator = Some(EmulatorChoice::Bochs),
+            Some(EmulatorChoice::Bochs) => {}
+            Some(EmulatorChoice::Qemu) => {
+                return bad("--fred needs --emulator bochs (QEMU's TCG does not emulate FRED)")
+            }
+        }
+    }
+    if opts.emulator == Some(EmulatorChoice::Bochs) && opts.accel == Accel::Kvm {
+        return bad("--accel kvm is a QEMU option; Bochs always interprets");
+    }
+    Ok(opts)
+}
+
+pub fn command_name(command: Command) -> &'static str {
+    match command {
+        Command::Build => "build",
+        Command::Iso => "iso",
+        Command::Run => "run",
+        Command::Test => "test",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(line: &str) -> Result<Options, CliError> {
+        parse(
+            &line
+                .split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn error(line: &str) -> String {
+        match parse_str(line) {
+            Err(CliError::Bad(message)) => message,
+            other => panic!("expected an error for {line:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_defaults_to_release_qemu_tcg_four_cpus() {
+        let opts = parse_str("run").unwrap();
+        assert!(opts.release);
+        assert_eq!((opts.emulator, opts.accel, opts.smp), (None, Accel::Tcg, 4));
+        assert_eq!(opts.extra_cmdline(), "");
+    }
+
+    #[test]
+    fn values_are_accepted_with_space_or_equals() {
+        let a = parse_str("run --smp 8 --accel=kvm --timeout=0").unwrap();
+        assert_eq!((a.smp, a.accel, a.timeout_secs), (8, Accel::Kvm, Some(0)));
+    }
+
+    #[test]
+    fn entry_is_appended_before_cmdline() {
+        let args: Vec<String> = [
+            "run",
+            "--cmdline",
+            "test=timer loglevel=debug",
+            "--entry",
+            "ist",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let opts = parse(&args).unwrap();
+        assert_eq!(opts.extra_cmdline(), "entry=ist test=timer loglevel=debug");
+    }
+
+    #[test]
+    fn fred_selects_bochs() {
+        let opts = parse_str("run --fred off").unwrap();
+        assert_eq!(
+            (opts.emulator, opts.fred),
+            (Some(EmulatorChoice::Bochs), Some(false))
+        );
+    }
+
+    #[test]
+    fn fred_on_qemu_is_refused() {
+        assert!(error("run --emulator qemu --fred on").contains("--fred needs --emulator bochs"));
+    }
+
+    #[test]
+    fn kvm_on_bochs_is_refused() {
+        assert!(error("run --emulator bochs --accel kvm").contains("QEMU option"));
+    }
+
+    #[test]
+    fn bad_values_name_the_choices() {
+        assert!(error("run --emulator vbox").contains("qemu or bochs"));
+        assert!(error("run --entry idt").contains("auto, fred or ist"));
+        assert!(error("run --smp many").contains("takes a number"));
+        assert!(error("run --smp 0").contains("at least 1"));
+        assert!(error("run --smp").contains("needs a value"));
+    }
+
+    #[test]
+    fn unknown_option_and_command_are_refused() {
+        assert!(error("run --fast").contains("unknown option"));
+        assert!(error("boot").contains("unknown command"));
+    }
+
+    #[test]
+    fn options_of_other_commands_are_refused() {
+        assert!(error("test --smp 2").contains("does not apply to `test`"));
+        assert!(error("run --jobs 2").contains("does not apply to `run`"));
+        assert!(error("build --no-host").contains("does not apply"));
+    }
+
+    #[test]
+    fn flags_take_no_value() {
+        assert!(error("test --no-host=yes").contains("takes no value"));
+    }
+
+    #[test]
+    fn help_anywhere_asks_for_usage() {
+        assert_eq!(parse_str(""), Err(CliError::Help));
+        assert_eq!(parse_str("run --help"), Err(CliError::Help));
+    }
+
+    #[test]
+    fn test_options_parse() {
+        let opts = parse_str("test --filter timer --no-host --jobs 2 --debug").unwrap();
+        assert_eq!(opts.filter.as_deref(), Some("timer"));
+        assert!(!opts.host_tests && !opts.release);
+        assert_eq!(opts.jobs, 2);
+    }
+}

@@ -1,0 +1,256 @@
+//! `build`, `iso` and `run`.
+
+use crate::bochs::{self, Bochs};
+use crate::cli::{EmulatorChoice, Options};
+use crate::emulator::{self, BootLimits, Machine};
+use crate::images::{self, Images};
+use crate::iso::{self, Loader};
+use crate::manifest::{self, Manifest};
+use crate::tools::{self, Tool};
+use crate::util::{root, step, tail, target_dir, Result};
+use boot_tests::matrix::{default_timeout, qemu_cpu_model, BOCHS_FRED_MODEL, BOCHS_IST_MODEL};
+use boot_tests::{Accel, Emulator, Expectation, Outcome, Verdict};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Lines of serial log shown when a boot times out or fails.
+pub const LOG_TAIL_LINES: usize = 30;
+
+pub fn load_manifest() -> Result<Manifest> {
+    let path = root().join("limine.cfg");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    manifest::parse(&text).map_err(|e| e.to_string())
+}
+
+/// The loader chosen by `--limine` / `$LIMINE_DIR`, checked.
+pub fn loader(opts: &Options) -> Result<Loader> {
+    match opts.limine_dir() {
+        Some(dir) => {
+            iso::check_limine_dir(&dir)?;
+            Ok(Loader::Limine(dir))
+        }
+        None => Ok(Loader::Bridge),
+    }
+}
+
+/// The host tools an ISO for `loader` needs.
+pub fn iso_tools(loader: &Loader) -> Vec<Tool> {
+    match loader {
+        Loader::Bridge => vec![Tool::GrubRescue, Tool::Xorriso, Tool::Mtools],
+        Loader::Limine(_) => vec![Tool::Xorriso],
+    }
+}
+
+pub fn build(opts: &Options) -> Result<Images> {
+    let manifest = load_manifest()?;
+    images::build(&manifest, opts.release, true)
+}
+
+/// Builds what `opts` asks for and returns the ISO and the manifest it boots.
+fn make_iso(opts: &Options, loader: &Loader) -> Result<(PathBuf, Manifest)> {
+    let mut manifest = load_manifest()?;
+    manifest.append_cmdline(&opts.extra_cmdline());
+    let images = images::build(&manifest, opts.release, *loader == Loader::Bridge)?;
+    let iso = iso::build(&manifest, &images, loader)?;
+    Ok((iso, manifest))
+}
+
+pub fn iso(opts: &Options) -> Result<()> {
+    let loader = loader(opts)?;
+    tools::ensure(&iso_tools(&loader))?;
+    let (iso, _) = make_iso(opts, &loader)?;
+    println!("{}", iso.display());
+    Ok(())
+}
+
+/// The scenario named by `test=` in a kernel command line (the last one wins, as in the kernel).
+pub fn scenario_in(cmdline: &str) -> Option<String> {
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("test="))
+        .next_back()
+        .map(String::from)
+}
+
+/// Finds the Bochs for `run`: a FRED-capable one when `--fred` is given; Debian's is installed
+/// when nothing is found and `BOCHS` is unset.
+fn bochs_for_run(fred_needed: bool) -> Result<Bochs> {
+    if fred_needed {
+        return bochs::find_fred();
+    }
+    match bochs::find() {
+        Ok(found) => Ok(found),
+        Err(why) if std::env::var_os("BOCHS").is_none() => {
+            step(format!("{why}; trying Debian's bochs"));
+            tools::ensure(&[Tool::Bochs])?;
+            bochs::find()
+        }
+        Err(why) => Err(why),
+    }
+}
+
+pub fn run(opts: &Options) -> Result<u8> {
+    let loader = loader(opts)?;
+    let emulator = match opts.emulator.unwrap_or(EmulatorChoice::Qemu) {
+        EmulatorChoice::Qemu => Emulator::Qemu(opts.accel),
+        EmulatorChoice::Bochs => Emulator::Bochs,
+    };
+    let mut needed = iso_tools(&loader);
+    if let Emulator::Qemu(_) = emulator {
+        needed.push(Tool::Qemu);
+    }
+    tools::ensure(&needed)?;
+    let machine = match emulator {
+        Emulator::Qemu(accel) => {
+            if accel == Accel::Kvm {
+                emulator::kvm_accessible()?;
+            }
+            Machine {
+                emulator,
+                cpu_model: opts
+                    .cpu
+                    .clone()
+                    .unwrap_or_else(|| qemu_cpu_model(accel).to_string()),
+                exclude_fred: false,
+                smp: opts.smp,
+                bochs: None,
+            }
+        }
+        Emulator::Bochs => {
+            let found = bochs_for_run(opts.fred.is_some())?;
+            let model = match (&opts.cpu, opts.fred) {
+                (Some(cpu), _) => cpu.clone(),
+                (None, Some(_)) => BOCHS_FRED_MODEL.to_string(),
+                (None, None) if found.fred => BOCHS_FRED_MODEL.to_string(),
+                (None, None) => BOCHS_IST_MODEL.to_string(),
+            };
+            if !found.models.contains(&model) && !found.models.is_empty() {
+                return Err(format!(
+                    "{} ({}) has no CPU model {model}; it has: {}",
+                    found.binary.display(),
+                    found.version,
+                    found.models.join(" ")
+                ));
+            }
+            step(format!(
+                "Bochs {} at {}, CPU {model}",
+                found.version,
+                found.binary.display()
+            ));
+            Machine {
+                emulator,
+                cpu_model: model,
+                exclude_fred: opts.fred == Some(false),
+                smp: opts.smp,
+                bochs: Some(found),
+            }
+        }
+    };
+    let (iso, manifest) = make_iso(opts, &loader)?;
+    let kernel_cmdline = manifest.entries[0].cmdline.clone();
+    let scenario = scenario_in(&kernel_cmdline);
+    let timeout = match opts.timeout_secs {
+        Some(0) => None,
+        Some(secs) => Some(Duration::from_secs(secs)),
+        None => Some(default_timeout(emulator)),
+    };
+    let work_dir = target_dir().join("run").join(match emulator {
+        Emulator::Qemu(Accel::Tcg) => "qemu-tcg",
+        Emulator::Qemu(Accel::Kvm) => "qemu-kvm",
+        Emulator::Bochs => "bochs",
+    });
+    step(format!(
+        "booting {} with {} CPU(s), kernel command line {:?}{}",
+        iso.file_name().unwrap().to_string_lossy(),
+        opts.smp,
+        kernel_cmdline,
+        match timeout {
+            Some(t) => format!(", time limit {} s", t.as_secs()),
+            None => String::new(),
+        }
+    ));
+    let limits = BootLimits {
+        timeout,
+        scenario: scenario.clone(),
+        echo: true,
+    };
+    let result = emulator::boot(&machine, &iso, &work_dir, &limits)?;
+    let elapsed = result.elapsed.as_secs_f64();
+    if !result.serial.is_empty() && !result.serial.ends_with('\n') {
+        // Keep our report off the kernel's last line.
+        println!();
+    }
+
+    if result.outcome == Outcome::TimedOut && scenario.is_none() {
+        step(format!(
+            "stopped the emulator after {elapsed:.1} s (time limit; --timeout 0 for none)"
+        ));
+    } else if result.outcome == Outcome::TimedOut {
+        step(format!(
+            "TIMEOUT: killed the emulator after {elapsed:.1} s; last {LOG_TAIL_LINES} lines of the serial log:"
+        ));
+        eprintln!(
+            "{}",
+            crate::util::indent(&tail(&result.serial, LOG_TAIL_LINES), "    | ")
+        );
+    } else if let Outcome::Exited(status) = result.outcome {
+        step(format!(
+            "emulator exited with status {} after {elapsed:.1} s",
+            status.map_or("(signal)".into(), |s| s.to_string())
+        ));
+        if status.is_none() || (scenario.is_none() && emulator != Emulator::Bochs) {
+            show_emulator_output(&result.emulator_output);
+        }
+    }
+    match scenario {
+        Some(scenario) => {
+            let expect = Expectation::new(&scenario, opts.smp, None, emulator);
+            match boot_tests::judge(&expect, &result.serial, result.outcome) {
+                Verdict::Pass => {
+                    step(format!("TEST {scenario}: PASS"));
+                    Ok(0)
+                }
+                Verdict::Fail(reason) => {
+                    step(format!("TEST {scenario}: FAIL: {reason}"));
+                    show_emulator_output(&result.emulator_output);
+                    Ok(1)
+                }
+            }
+        }
+        None => {
+            let ready = result.serial.lines().any(|l| l.contains("READY cpus="));
+            let broken = result
+                .serial
+                .lines()
+                .any(|l| l.contains("PANIC") || l.contains("EXCEPTION"));
+            Ok(if ready && !broken { 0 } else { 1 })
+        }
+    }
+}
+
+fn show_emulator_output(text: &str) {
+    let text = emulator::notable_output(text);
+    if !text.is_empty() {
+        eprintln!(
+            "[xtask] the emulator printed:\n{}",
+            crate::util::indent(&tail(&text, 15), "    ! ")
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenario_is_read_from_the_kernel_cmdline() {
+        assert_eq!(
+            scenario_in("log=debug test=timer entry=ist").as_deref(),
+            Some("timer")
+        );
+        assert_eq!(scenario_in("test=boot test=ipi").as_deref(), Some("ipi"));
+        assert_eq!(scenario_in("entry=fred"), None);
+        assert_eq!(scenario_in("nottest=boot"), None);
+    }
+}
