@@ -144,3 +144,21 @@ pub fn mp() -> Option<(u32, bool, &'static [&'static MpCpu])> {
         (r.bsp_lapic_id(), r.flags().contains(limine::mp::ResponseFlags::X2APIC), r.cpus())
     })
 }
+
+/// The contents of the boot module whose path ends in `/name` (as limine.cfg lists it).
+pub fn module(name: &str) -> Option<&'static [u8]> {
+    let modules = MODULES.get_response()?.modules();
+    modules.iter().find(|m| m.path().to_bytes().rsplit(|&b| b == b'/').next() == Some(name.as_bytes())).map(|m| {
+        // SAFETY: the bootloader maps each module at `addr` for `size` bytes, in memory it
+        // reports as executable-and-modules, which the kernel never reuses.
+        unsafe { core::slice::from_raw_parts(m.addr(), m.size() as usize) }
+    })
+}
+
+/// The command line limine.cfg gives the module `name`.
+pub fn module_cmdline(name: &str) -> &'static str {
+    MODULES
+        .get_response()
+        .and_then(|r| r.modules().iter().find(|m| m.path().to_bytes().ends_with(name.as_bytes())).map(|m| m.string().to_str().unwrap_or("")))
+        .unwrap_or("")
+}

@@ -8,11 +8,11 @@
 
 pub mod cmdline;
 pub mod mm;
+pub mod sched;
 
-#[cfg(target_os = "none")]
 extern crate alloc;
 
-#[cfg(target_os = "none")]
+/// Architecture code; on the host only its pure parts build (for their unit tests).
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;
@@ -22,3 +22,5 @@ pub mod klog;
 pub mod scenario;
 #[cfg(target_os = "none")]
 pub mod harness;
+#[cfg(target_os = "none")]
+pub mod syscall;

@@ -48,6 +48,7 @@ mod bsp {
         let features = cpu::Features::read();
         log::info!("cpu features: {}", features.report());
         cpu::enable_protections(&features);
+        kernel::syscall::uaccess::init(features.smap);
         phys::init(&info);
         paging::init(&info);
         heap::init();
@@ -93,6 +94,9 @@ mod bsp {
         let (bsp_lapic_id, _, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
         let aps = smp::start_aps(mp_cpus, bsp_lapic_id, 5 * apic::TIMER_HZ);
         log::info!("{aps} APs online; {} frames free", phys::free_frames());
+        if boot.test.is_none() {
+            start_init();
+        }
         println!(
             "READY cpus={}/{} entry={} servers=",
             smp::online(),
@@ -102,6 +106,18 @@ mod bsp {
         match boot.test {
             Some(name) => scenario::run(name),
             None => smp::idle(),
+        }
+    }
+
+    /// Starts the root task, the `init` boot module, with its command line from limine.cfg.
+    fn start_init() {
+        match boot::module("init") {
+            Some(image) => {
+                if let Err(e) = kernel::sched::Process::spawn("init", image, boot::module_cmdline("init")) {
+                    log::error!("cannot start init: {e}");
+                }
+            }
+            None => log::warn!("no init module in limine.cfg: nothing to run in user space"),
         }
     }
 

@@ -7,7 +7,8 @@ use crate::arch::x86_64::entry::extable;
 use crate::arch::x86_64::{cea, percpu, smp};
 use crate::harness::{finish, Verdict};
 
-pub const NAMES: [&str; 5] = ["boot", "ipi", "page_fault", "stack_overflow", "timer"];
+pub const NAMES: [&str; 9] =
+    ["boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt"];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
 pub fn run(name: &'static str) -> ! {
@@ -18,6 +19,40 @@ pub fn run(name: &'static str) -> ! {
         "page_fault" => page_fault(),
         "stack_overflow" => stack_overflow(),
         "timer" => timer(),
+        "user" => user_program("init", "user", |p| {
+            let all = (0..smp::online()).all(|c| p.ran_on.contains(c));
+            if p.faults.load(Ordering::Relaxed) != 0 {
+                Err("a thread of init faulted")
+            } else if !all {
+                Err("init's threads did not run on every CPU")
+            } else {
+                Ok(())
+            }
+        }),
+        "sysret" => user_program("utest", "sysret", |p| {
+            let (sysret, iret, bad) = exit_path_totals();
+            log::info!("exit paths: {sysret} by SYSRET, {iret} by IRET, {bad} threads killed by a faulting IRET");
+            if sysret < 1000 {
+                Err("ordinary system calls did not return by SYSRET")
+            } else if iret < 3 {
+                Err("SYSRET-unsafe returns did not go through IRET")
+            } else if p.fault_vectors() & (1 << 13) == 0 {
+                // #GP on the IRET in ring 0 (Intel, counted in `bad`) or on the fetch in
+                // ring 3 (AMD, QEMU TCG): either way a #GP must have killed the thread.
+                Err("the non-canonical return did not kill its thread with #GP")
+            } else {
+                Ok(())
+            }
+        }),
+        "user_faults" => user_program("utest", "user_faults", |p| {
+            let killed = p.fault_vectors();
+            let want = [0u8, 3, 6, 13, 14];
+            match want.iter().find(|v| killed & (1 << **v) == 0) {
+                Some(_) => Err("not every user exception killed its thread"),
+                None => Ok(()),
+            }
+        }),
+        "preempt" => user_program("utest", "preempt", |_| Ok(())),
         other => finish(Verdict::Fail(format_args!("unknown scenario {other:?}; known: {NAMES:?}"))),
     }
 }
@@ -29,7 +64,7 @@ fn wait_until(ticks: u64, done: impl Fn() -> bool) -> bool {
         if percpu::this().ticks.load(Ordering::Relaxed) - start >= ticks {
             return done();
         }
-        x86_64::instructions::interrupts::enable_and_hlt();
+        crate::sched::idle_once();
     }
     true
 }
@@ -118,6 +153,37 @@ fn stack_overflow() -> ! {
         "no double fault reported by cpu {target} (recursion started: {})",
         OVERFLOW_STARTED.load(Ordering::Acquire)
     )))
+}
+
+fn exit_path_totals() -> (u64, u64, u64) {
+    (0..smp::online()).fold((0, 0, 0), |(s, i, b), c| {
+        let p = percpu::of(c);
+        (
+            s + p.sysret_exits.load(Ordering::Relaxed),
+            i + p.iret_exits.load(Ordering::Relaxed),
+            b + p.bad_iret_kills.load(Ordering::Relaxed),
+        )
+    })
+}
+
+/// Starts boot module `module` with argument `arg`, waits (up to 30 s) for it to exit with
+/// status 0, then applies `check` to what the kernel saw of it.
+fn user_program(module: &str, arg: &str, check: impl Fn(&crate::sched::Process) -> Result<(), &'static str>) -> ! {
+    let Some(image) = crate::boot::module(module) else {
+        finish(Verdict::Fail(format_args!("no boot module named {module}")))
+    };
+    let process = match crate::sched::Process::spawn(module, image, arg) {
+        Ok(p) => p,
+        Err(e) => finish(Verdict::Fail(format_args!("cannot start {module}: {e}"))),
+    };
+    if !wait_until(3000, || process.is_finished()) {
+        finish(Verdict::Fail(format_args!("{module} {arg} did not finish ({} threads alive)", process.live_threads())))
+    }
+    match (process.exit_code(), check(&process)) {
+        (0, Ok(())) => finish(Verdict::Pass),
+        (0, Err(why)) => finish(Verdict::Fail(format_args!("{why}"))),
+        (code, _) => finish(Verdict::Fail(format_args!("{module} {arg} exited with status {code}"))),
+    }
 }
 
 /// Every CPU's LAPIC timer must tick at least 10 times.

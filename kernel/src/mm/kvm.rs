@@ -23,6 +23,8 @@ pub const KSTACK_SIZE: u64 = 64 * 1024;
 const _: () = assert!(KSTACK_SIZE + 4096 <= KSTACK_SLOT);
 
 static NEXT_KSTACK_SLOT: AtomicU64 = AtomicU64::new(0);
+/// Stacks of ended threads, mapped and ready for reuse.
+static FREE_KSTACKS: spin::Mutex<alloc::vec::Vec<KernelStack>> = spin::Mutex::new(alloc::vec::Vec::new());
 
 /// A kernel stack with an unmapped guard page below it, so an overflow faults.
 #[derive(Clone, Copy, Debug)]
@@ -35,11 +37,19 @@ pub struct KernelStack {
 
 impl KernelStack {
     pub fn allocate() -> Result<Self, MapError> {
+        if let Some(s) = FREE_KSTACKS.lock().pop() {
+            return Ok(s);
+        }
         let slot = NEXT_KSTACK_SLOT.fetch_add(1, Ordering::Relaxed);
         let guard = KSTACK_BASE + slot * KSTACK_SLOT;
         let bottom = guard + 4096;
         paging::map_fresh(bottom, KSTACK_SIZE, Mapping::KernelData)?;
         Ok(Self { bottom, top: bottom + KSTACK_SIZE })
+    }
+
+    /// Returns a stack nobody runs on any more, for reuse.
+    pub fn release(stack: Self) {
+        FREE_KSTACKS.lock().push(stack);
     }
 
     /// The guard page under this stack.

@@ -4,6 +4,8 @@ pub mod frame;
 pub mod memmap;
 
 #[cfg(target_os = "none")]
+pub mod aspace;
+#[cfg(target_os = "none")]
 pub mod heap;
 #[cfg(target_os = "none")]
 pub mod phys;

@@ -158,6 +158,34 @@ pub fn guard_containing(cpu_index: usize, addr: u64) -> Option<&'static str> {
     guards.iter().find(|(_, off)| (b + *off as u64..b + (*off + PAGE) as u64).contains(&addr)).map(|(n, _)| *n)
 }
 
+fn tss_of(cpu_index: usize) -> *mut TssPage {
+    (area_base(cpu_index) + offset_of!(CpuEntryArea, tss) as u64) as *mut TssPage
+}
+
+/// Sets TSS.RSP0, the stack a ring-3 interrupt or exception switches to, on CPU `cpu_index`
+/// (which must be the caller's: only the running CPU changes its own TSS).
+pub fn set_rsp0(cpu_index: usize, top: u64) {
+    // SAFETY: the TSS is mapped for the CPU's lifetime; the CPU reads RSP0 only on event
+    // delivery, which cannot interleave with this store on the same CPU in a way that matters:
+    // callers run with interrupts disabled.
+    unsafe { (*tss_of(cpu_index)).tss.privilege_stack_table[0] = x86_64::VirtAddr::new(top) };
+}
+
+/// Where this CPU's alias of the SYSCALL trampoline lives.
+pub fn syscall_trampoline_alias(cpu_index: usize) -> u64 {
+    area_base(cpu_index) + offset_of!(CpuEntryArea, syscall_trampoline) as u64
+}
+
+/// Byte offsets inside an entry area, for the trampoline's RIP-relative addressing.
+pub mod offsets {
+    use super::*;
+    pub const TRAMPOLINE: usize = offset_of!(CpuEntryArea, syscall_trampoline);
+    /// The entry stack's top word: the trampoline's scratch slot for the user RSP.
+    pub const ENTRY_STACK_SCRATCH: usize = offset_of!(CpuEntryArea, entry_stack) + size_of::<Stack<1>>() - 8;
+    pub const KERNEL_STACK_TOP: usize =
+        offset_of!(CpuEntryArea, percpu) + offset_of!(crate::arch::x86_64::percpu::PerCpu, kernel_stack_top);
+}
+
 /// Builds, maps and loads this CPU's entry area: run by every CPU on itself, the BSP first.
 /// Returns the CPU's guarded kernel stack, which the caller switches to.
 pub fn bring_up(cpu_index: usize, lapic_id: u32) -> KernelStack {
@@ -206,6 +234,7 @@ pub fn bring_up(cpu_index: usize, lapic_id: u32) -> KernelStack {
         )
     };
     super::entry::load_idt();
+    super::entry::ist::init_syscall(cpu_index);
     log::info!("cpu {cpu_index}: entry area at {base:#x} ({})", super::entry::backend().name());
     stack
 }

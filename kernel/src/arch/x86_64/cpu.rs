@@ -81,14 +81,15 @@ impl Features {
 }
 
 /// Turns on the protections every CPU runs with: write-protect in ring 0, NX, global pages,
-/// SMEP and SMAP where present, FSGSBASE where present.
+/// SMEP and SMAP where present, FSGSBASE where present, alignment checks for user code.
 pub fn enable_protections(f: &Features) {
     // SAFETY: each bit only restricts what the kernel may do (WP, NX, SMEP, SMAP) or enables
     // an instruction set (FSGSBASE) or a TLB attribute (PGE) the CPU reported; the kernel never
     // writes through read-only mappings, never executes user pages, and touches user memory
     // only inside explicit STAC/CLAC windows.
     unsafe {
-        Cr0::update(|c| c.insert(Cr0Flags::WRITE_PROTECT));
+        // AM: user code that sets RFLAGS.AC gets #AC on a misaligned access (ring 3 only).
+        Cr0::update(|c| c.insert(Cr0Flags::WRITE_PROTECT | Cr0Flags::ALIGNMENT_MASK));
         if f.nx {
             Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
         }

@@ -1,18 +1,29 @@
 //! x86_64: CPU features, the per-CPU entry area, descriptors, paging, APIC, ACPI, SMP and the
 //! event-entry layer.
 
+#[cfg(target_os = "none")]
 pub mod acpi;
+#[cfg(target_os = "none")]
 pub mod apic;
+#[cfg(target_os = "none")]
 pub mod cea;
+#[cfg(target_os = "none")]
 pub mod cpu;
 pub mod entry;
+#[cfg(target_os = "none")]
 pub mod gdt;
+#[cfg(target_os = "none")]
 pub mod paging;
+#[cfg(target_os = "none")]
 pub mod percpu;
+#[cfg(target_os = "none")]
 pub mod serial;
+#[cfg(target_os = "none")]
 pub mod smp;
+#[cfg(target_os = "none")]
 pub mod tss;
 
+#[cfg(target_os = "none")]
 /// Stops this CPU for good: interrupts off, HLT in a loop (an NMI may still wake it).
 pub fn halt_forever() -> ! {
     x86_64::instructions::interrupts::disable();
@@ -21,6 +32,7 @@ pub fn halt_forever() -> ! {
     }
 }
 
+#[cfg(target_os = "none")]
 /// Switches this CPU to the stack whose top is `top` and calls `f(arg)` there; the current
 /// stack is abandoned (it is the bootloader's, which is never returned to).
 pub fn run_on_stack(top: u64, f: extern "C" fn(usize) -> !, arg: usize) -> ! {

@@ -20,6 +20,8 @@ use crate::mm::memmap::PhysRange;
 use crate::mm::phys::{self, PageTableFrames};
 
 static KERNEL_PML4: AtomicU64 = AtomicU64::new(0);
+static KERNEL_VIRT_BASE: AtomicU64 = AtomicU64::new(0);
+static KERNEL_PHYS_BASE: AtomicU64 = AtomicU64::new(0);
 /// Serializes every change to the shared kernel page tables.
 static MAP_LOCK: Mutex<()> = Mutex::new(());
 
@@ -31,13 +33,15 @@ pub enum Mapping {
     KernelData,
     /// Device registers: uncached, never executable.
     Mmio,
+    /// Entry text aliased into a per-CPU entry area (the SYSCALL trampoline).
+    EntryText,
 }
 
 impl Mapping {
     fn flags(self) -> F {
         let base = F::PRESENT | F::GLOBAL;
         match self {
-            Self::KernelText => base,
+            Self::KernelText | Self::EntryText => base,
             Self::KernelRodata => base | F::NO_EXECUTE,
             Self::KernelData => base | F::WRITABLE | F::NO_EXECUTE,
             Self::Mmio => base | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH,
@@ -139,6 +143,8 @@ pub fn init(boot: &BootInfo) {
                 .ignore();
         }
     }
+    KERNEL_VIRT_BASE.store(boot.kernel_virt_base, Ordering::Relaxed);
+    KERNEL_PHYS_BASE.store(boot.kernel_phys_base, Ordering::Relaxed);
     KERNEL_PML4.store(pml4, Ordering::Release);
     load();
     log::info!("kernel page tables at {pml4:#x}: {} MiB direct-mapped", mapped >> 20);
@@ -180,6 +186,56 @@ pub fn load() {
     // SAFETY: the tables map the kernel image, the direct map and every per-CPU region at the
     // same addresses as the bootloader's tables did for everything the kernel uses.
     unsafe { Cr3::write(PhysFrame::containing_address(PhysAddr::new(pml4)), Cr3Flags::empty()) };
+}
+
+/// Copies the kernel half (PML4 entries 256..512, all pre-allocated and never changed) into a
+/// new address space's root.
+pub fn share_kernel_half(pml4: u64) {
+    let kernel = KERNEL_PML4.load(Ordering::Acquire);
+    // SAFETY: both are PML4 frames in the HHDM; the kernel's top-half entries are read-only
+    // after boot and `pml4` is a fresh frame owned by the caller.
+    unsafe {
+        let src = &*(phys::to_virt(kernel) as *const PageTable);
+        let dst = &mut *(phys::to_virt(pml4) as *mut PageTable);
+        for i in 256..512 {
+            dst[i] = src[i].clone();
+        }
+    }
+}
+
+pub fn kernel_pml4() -> u64 {
+    KERNEL_PML4.load(Ordering::Acquire)
+}
+
+/// Loads `pml4` into CR3 unless it is loaded already (a reload flushes the TLB).
+pub fn switch_to(pml4: u64) {
+    let (current, _) = Cr3::read_raw();
+    if current.start_address().as_u64() != pml4 {
+        // SAFETY: every PML4 the kernel loads shares the kernel half (`share_kernel_half`), so
+        // the code and stack in use stay mapped across the switch.
+        unsafe { Cr3::write(PhysFrame::containing_address(PhysAddr::new(pml4)), Cr3Flags::empty()) };
+    }
+}
+
+/// The physical address of a kernel-image virtual address (for aliases such as the SYSCALL
+/// trampoline in each entry area).
+pub fn kernel_image_phys(virt: u64) -> u64 {
+    virt - KERNEL_VIRT_BASE.load(Ordering::Relaxed) + KERNEL_PHYS_BASE.load(Ordering::Relaxed)
+}
+
+/// Maps `len` bytes at `virt` to the physical range at `phys` (already owned by the caller).
+pub fn map_alias(virt: u64, phys_addr: u64, len: u64, kind: Mapping) -> Result<(), MapError> {
+    let _g = MAP_LOCK.lock();
+    // SAFETY: MAP_LOCK is held; the kernel PML4 is in the HHDM.
+    let mut w = unsafe { walker(KERNEL_PML4.load(Ordering::Acquire)) };
+    for off in (0..len).step_by(4096) {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
+        let frame = PhysFrame::containing_address(PhysAddr::new(phys_addr + off));
+        // SAFETY: an additional mapping of memory the caller owns; map_to refuses to replace
+        // an existing mapping.
+        unsafe { w.map_to(page, frame, kind.flags(), &mut PageTableFrames) }?.flush();
+    }
+    Ok(())
 }
 
 /// Maps `len` bytes at `virt` to fresh zeroed frames.

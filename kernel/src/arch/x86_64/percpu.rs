@@ -24,6 +24,15 @@ pub struct PerCpu {
     pub expect_stack_overflow: AtomicBool,
     /// The CR2 of the last kernel fault that an exception-table fixup resolved.
     pub last_fixup_cr2: AtomicU64,
+    /// Top of the running thread's kernel stack: where the SYSCALL trampoline switches to
+    /// (read RIP-relatively through the entry area, never through GS).
+    pub kernel_stack_top: AtomicU64,
+    /// Returns to user space by SYSRET and by IRET, and threads killed by a faulting IRET.
+    pub sysret_exits: AtomicU64,
+    pub iret_exits: AtomicU64,
+    pub bad_iret_kills: AtomicU64,
+    /// Set by the timer when the running thread's time slice is used up.
+    pub need_resched: AtomicBool,
 }
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, self_ptr) == 0);
@@ -46,6 +55,11 @@ impl PerCpu {
                 boot_stack_top: stack.1,
                 expect_stack_overflow: AtomicBool::new(false),
                 last_fixup_cr2: AtomicU64::new(0),
+                kernel_stack_top: AtomicU64::new(stack.1),
+                sysret_exits: AtomicU64::new(0),
+                iret_exits: AtomicU64::new(0),
+                bad_iret_kills: AtomicU64::new(0),
+                need_resched: AtomicBool::new(false),
             });
         }
         GsBase::write(x86_64::VirtAddr::new(page as u64));

@@ -122,23 +122,70 @@ extern "C" fn ap_main(index: usize) -> ! {
     idle()
 }
 
-/// The idle loop: run whatever lands in this CPU's mailbox, otherwise sleep until an interrupt.
+/// The idle loop: run whatever lands in this CPU's mailbox, then ready threads, otherwise
+/// sleep until an interrupt.
 pub fn idle() -> ! {
     let me = percpu::this().cpu_index;
     loop {
-        x86_64::instructions::interrupts::disable();
         let f = MAILBOX[me].swap(0, Ordering::AcqRel);
         if f != 0 {
-            x86_64::instructions::interrupts::enable();
             // SAFETY: only `run_on` stores to mailboxes, and it stores `fn()` pointers.
             let f: fn() = unsafe { core::mem::transmute(f) };
             f();
             OUTSTANDING.fetch_sub(1, Ordering::AcqRel);
         } else {
-            // STI;HLT: an interrupt arriving between the check and HLT still wakes us.
-            x86_64::instructions::interrupts::enable_and_hlt();
+            crate::sched::idle_once();
         }
     }
+}
+
+/// The one TLB shootdown in flight: which address space and range, and who still has to
+/// acknowledge it.
+static SHOOTDOWN_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+static SHOOTDOWN_PML4: AtomicU64 = AtomicU64::new(0);
+static SHOOTDOWN_RANGE: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+static SHOOTDOWN_PENDING: CpuSet = CpuSet::new();
+
+/// Makes every CPU in `cpus` forget translations of `[start, start+len)` in address space
+/// `pml4`, and waits until they have. Called with interrupts enabled.
+pub fn tlb_shootdown(pml4: u64, start: u64, len: u64, cpus: &CpuSet) {
+    let _one_at_a_time = SHOOTDOWN_LOCK.lock();
+    SHOOTDOWN_PML4.store(pml4, Ordering::Release);
+    SHOOTDOWN_RANGE[0].store(start, Ordering::Release);
+    SHOOTDOWN_RANGE[1].store(start + len, Ordering::Release);
+    let me = percpu::this().cpu_index;
+    for cpu in (0..online()).filter(|&c| cpus.contains(c)) {
+        if cpu == me {
+            flush_range(pml4, start, start + len);
+        } else {
+            SHOOTDOWN_PENDING.insert(cpu);
+            apic::send_ipi(apic_id(cpu), vector::IPI_TLB_SHOOTDOWN);
+        }
+    }
+    while SHOOTDOWN_PENDING.len() != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+fn flush_range(pml4: u64, start: u64, end: u64) {
+    let (cr3, _) = x86_64::registers::control::Cr3::read_raw();
+    if cr3.start_address().as_u64() != pml4 {
+        return; // not loaded here: the next CR3 load flushes anyway
+    }
+    for va in (start..end).step_by(4096) {
+        x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
+    }
+}
+
+/// The IPI_TLB_SHOOTDOWN handler.
+pub fn on_tlb_shootdown() {
+    let me = percpu::this().cpu_index;
+    flush_range(
+        SHOOTDOWN_PML4.load(Ordering::Acquire),
+        SHOOTDOWN_RANGE[0].load(Ordering::Acquire),
+        SHOOTDOWN_RANGE[1].load(Ordering::Acquire),
+    );
+    SHOOTDOWN_PENDING.0[me / 64].fetch_and(!(1 << (me % 64)), Ordering::AcqRel);
 }
 
 /// Queues `f` on CPU `cpu` (not the caller) and wakes it.
@@ -158,7 +205,7 @@ pub fn run_on_all(f: fn()) {
     }
     f();
     while OUTSTANDING.load(Ordering::Acquire) != 0 {
-        x86_64::instructions::interrupts::enable_and_hlt();
+        crate::sched::idle_once();
     }
 }
 

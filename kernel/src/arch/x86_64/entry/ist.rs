@@ -10,8 +10,12 @@ use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+
 use super::frame::TrapFrame;
-use crate::arch::x86_64::{gdt, tss};
+use crate::arch::x86_64::paging::{self, Mapping};
+use crate::arch::x86_64::{cea, gdt, tss};
 
 /// Vectors for which the CPU pushes an error code (SDM Vol. 3A, Table 6-1): #DF, #TS, #NP,
 /// #SS, #GP, #PF, #AC, #CP, #VC, #SX.
@@ -20,6 +24,11 @@ pub const ERROR_CODE_VECTORS: u32 =
 
 /// Every stub is exactly this long, so gate `v` points at `ist_vector_stubs + v * STUB_SIZE`.
 const STUB_SIZE: usize = 16;
+
+/// The `vector` slot value with which the syscall exit decision asks for SYSRET.
+pub const EXIT_BY_SYSRET: u64 = 0x5359_5352; // "SYSR": fits CMP's sign-extended imm32
+/// The `vector` slot value of a frame built by the SYSCALL trampoline.
+pub const SYSCALL_VECTOR: u64 = 0x100;
 
 // The stubs are emitted as raw bytes with fixed encodings (push imm8 0, push imm32 vector,
 // jmp rel32) so that each one is 12 or 10 bytes wherever the assembler would otherwise pick
@@ -45,10 +54,18 @@ core::arch::global_asm!(
     // Stack on arrival: vector, error code, then the CPU's frame (RIP, CS, RFLAGS, RSP, SS).
     "ist_common_entry:",
     "    test byte ptr [rsp + {cs_from_vector}], 3",
-    "    jz 1f",
-    "    swapgs",
+    "    jnz 4f",
+    // From ring 0, GS is the kernel's, except on the IRET back to user space, which runs
+    // after SWAPGS: a #GP there (a bad user return context) arrives with the user's GS
+    // (Linux: error_entry's .Lerror_bad_iret). That handler kills the thread, never returns.
+    "    push rax",
+    "    lea rax, [rip + ist_iret_instruction]",
+    "    cmp [rsp + 8 + {rip_from_vector}], rax",
+    "    pop rax",
+    "    jne 1f",
+    "4:  swapgs",
     // Both paths fence: a mispredicted CS test must not run kernel code on the user GS
-    // (CVE-2019-1125, Linux FENCE_SWAPGS_{USER,KERNEL}_ENTRY).
+    // (CVE-2019-1125, Linux FENCE_SWAPGS_{{USER,KERNEL}}_ENTRY).
     "1:  lfence",
     "    push rax",
     "    push rbx",
@@ -68,6 +85,10 @@ core::arch::global_asm!(
     "    mov rdi, rsp",
     "    cld",
     "    call {dispatch}",
+    // Every return to an interrupted context, and a new thread's first entry to user space,
+    // goes through here with RSP at a TrapFrame.
+    ".global ist_trap_return",
+    "ist_trap_return:",
     "    pop r15",
     "    pop r14",
     "    pop r13",
@@ -83,17 +104,164 @@ core::arch::global_asm!(
     "    pop rcx",
     "    pop rbx",
     "    pop rax",
+    // The syscall exit decision (Rust, `syscall_exit`) marked the vector slot if SYSRET
+    // returns to exactly this context; RCX and R11 then already hold RIP and RFLAGS.
+    "    cmp qword ptr [rsp], {exit_by_sysret}",
+    "    je 3f",
     "    test byte ptr [rsp + {cs_from_vector}], 3",
     "    jz 2f",
     "    swapgs",
     "2:  add rsp, 16",
+    // A #GP here (a non-canonical or otherwise bad user RIP) kills the thread: see
+    // `dispatch::bad_iret`.
+    ".global ist_iret_instruction",
+    "ist_iret_instruction:",
     "    iretq",
+    "3:  mov rsp, [rsp + {rsp_from_vector}]",
+    "    swapgs",
+    "    sysretq",
+    "",
+    // The SYSCALL path, after the trampoline: RSP is the thread's kernel stack holding a
+    // frame like the CPU's (SS, RSP, RFLAGS=R11, CS, RIP=RCX), error code 0 and the vector
+    // SYSCALL_VECTOR. GS is still the user's.
+    "ist_syscall_common:",
+    "    swapgs",
+    "    lfence",
+    // RCX held the user RIP on SYSCALL (the trampoline used it for the jump here): save
+    // that value, as the CPU defined it.
+    "    mov rcx, [rsp + {rip_from_vector}]",
+    "    push rax",
+    "    push rbx",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push rbp",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    mov rdi, rsp",
+    "    cld",
+    "    call {syscall}",
+    "    jmp ist_trap_return",
+    "",
+    // A new user thread's first switch-in lands here, on a stack holding its TrapFrame.
+    ".global ist_first_entry_to_user",
+    "ist_first_entry_to_user:",
+    "    call {first_run}",
+    "    jmp ist_trap_return",
+    ".popsection",
+    "",
+    // The SYSCALL trampoline (seed 000). One page, aliased into every CPU's entry area and
+    // executed only there, so RIP-relative operands reach *this CPU's* area: the entry
+    // stack's top word (scratch for the user RSP) and PerCpu.kernel_stack_top. No GS access
+    // before SWAPGS, no stack until RSP is the kernel's. Interrupts are off (SFMASK.IF).
+    ".pushsection .text.syscall_trampoline, \"ax\"",
+    ".balign 4096",
+    ".global ist_syscall_trampoline",
+    "ist_syscall_trampoline:",
+    // The displacements are constants computed in Rust from the entry-area layout and the
+    // fixed lengths of these instructions (`TRAMPOLINE_OPERANDS`); `init_syscall` decodes
+    // them back from the bytes and checks they reach the intended fields.
+    "    mov [rip + {disp_save_rsp}], rsp",
+    "    mov rsp, [rip + {disp_load_kstack}]",
+    "    push {user_ss}",
+    "    push qword ptr [rip + {disp_push_user_rsp}]",
+    "    push r11",
+    "    push {user_cs}",
+    "    push rcx",
+    "    push 0",
+    "    push {syscall_vector}",
+    "    movabs rcx, offset ist_syscall_common",
+    "    jmp rcx",
+    "ist_syscall_trampoline_end:",
+    ".balign 4096, 0xcc",
     ".popsection",
     errcode_vectors = const ERROR_CODE_VECTORS,
     stub_size = const STUB_SIZE,
     cs_from_vector = const offset_of!(TrapFrame, cs) - offset_of!(TrapFrame, vector),
-    dispatch = sym super::trap_dispatch,
+    rsp_from_vector = const offset_of!(TrapFrame, rsp) - offset_of!(TrapFrame, vector),
+    rip_from_vector = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
+    exit_by_sysret = const EXIT_BY_SYSRET,
+    dispatch = sym super::dispatch::trap_dispatch,
+    syscall = sym super::dispatch::syscall_entry,
+    first_run = sym super::dispatch::first_run,
+    disp_save_rsp = const TRAMPOLINE_OPERANDS[0].disp(),
+    disp_load_kstack = const TRAMPOLINE_OPERANDS[1].disp(),
+    disp_push_user_rsp = const TRAMPOLINE_OPERANDS[2].disp(),
+    user_ss = const gdt::USER_SS.0 as u64,
+    user_cs = const gdt::USER_CS.0 as u64,
+    syscall_vector = const SYSCALL_VECTOR,
 );
+
+/// One RIP-relative operand of the trampoline: the instruction's end offset inside the
+/// trampoline, where its disp32 sits, and the entry-area offset it must reach.
+struct RipOperand {
+    insn_end: usize,
+    disp_at: usize,
+    target: usize,
+}
+
+impl RipOperand {
+    const fn disp(&self) -> i64 {
+        self.target as i64 - cea::offsets::TRAMPOLINE as i64 - self.insn_end as i64
+    }
+}
+
+/// `mov [rip+d], rsp` (48 89 25 d32, 7 bytes), `mov rsp, [rip+d]` (48 8b 25 d32, 7 bytes),
+/// `push imm8` (2 bytes), `push [rip+d]` (ff 35 d32, 6 bytes).
+const TRAMPOLINE_OPERANDS: [RipOperand; 3] = [
+    RipOperand { insn_end: 7, disp_at: 3, target: cea::offsets::ENTRY_STACK_SCRATCH },
+    RipOperand { insn_end: 14, disp_at: 10, target: cea::offsets::KERNEL_STACK_TOP },
+    RipOperand { insn_end: 22, disp_at: 18, target: cea::offsets::ENTRY_STACK_SCRATCH },
+];
+
+extern "C" {
+    static ist_syscall_trampoline: [u8; 4096];
+    static ist_syscall_trampoline_end: u8;
+    fn ist_first_entry_to_user();
+    static ist_iret_instruction: u8;
+}
+
+/// Where a new user thread's first context switch returns to.
+pub fn first_entry_to_user() -> u64 {
+    ist_first_entry_to_user as *const () as u64
+}
+
+/// The address of the IRET that returns to user space (a #GP there is the user's fault).
+pub fn iret_instruction() -> u64 {
+    // SAFETY: only the symbol's address is taken.
+    unsafe { &ist_iret_instruction as *const u8 as u64 }
+}
+
+/// Maps this CPU's alias of the SYSCALL trampoline into its entry area and points the SYSCALL
+/// MSRs at it (SDM Vol. 3A §5.8.8).
+pub fn init_syscall(cpu_index: usize) {
+    // SAFETY: only addresses of the trampoline symbols are taken.
+    let (tramp, tramp_end) = unsafe { (ist_syscall_trampoline.as_ptr() as u64, &ist_syscall_trampoline_end as *const u8 as u64) };
+    assert!(tramp % 4096 == 0 && tramp_end - tramp <= 4096, "the SYSCALL trampoline must fit one page");
+    // SAFETY: the trampoline is initialized code in the kernel image, readable.
+    let code = unsafe { &ist_syscall_trampoline };
+    for op in &TRAMPOLINE_OPERANDS {
+        let disp = i32::from_le_bytes(code[op.disp_at..op.disp_at + 4].try_into().unwrap()) as i64;
+        assert_eq!(disp, op.disp(), "SYSCALL trampoline encoding differs from TRAMPOLINE_OPERANDS");
+    }
+    let alias = cea::syscall_trampoline_alias(cpu_index);
+    paging::map_alias(alias, paging::kernel_image_phys(tramp), 4096, Mapping::EntryText)
+        .expect("cannot map the SYSCALL trampoline alias");
+    LStar::write(VirtAddr::new(alias));
+    Star::write(gdt::USER_CS, gdt::USER_SS, gdt::KERNEL_CS, gdt::KERNEL_SS).expect("GDT layout does not fit SYSCALL/SYSRET");
+    // Cleared on SYSCALL: no interrupts until the kernel stack is in place, no single-step in
+    // the kernel, a clean direction flag, and AC clear so SMAP holds.
+    SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK | RFlags::NESTED_TASK);
+    // SAFETY: enabling SYSCALL/SYSRET after LSTAR/STAR/SFMASK point at valid entry code.
+    unsafe { Efer::update(|e| e.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
+}
 
 extern "C" {
     static ist_vector_stubs: [[u8; STUB_SIZE]; 256];

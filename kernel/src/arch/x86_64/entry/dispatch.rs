@@ -1,0 +1,302 @@
+//! Backend selection and the backend-agnostic handlers every event reaches.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use super::frame::TrapFrame;
+use super::{extable, ist, sysret};
+use crate::sched;
+
+use crate::arch::x86_64::cpu::Features;
+use crate::arch::x86_64::{apic, gdt, percpu, smp};
+use crate::cmdline::EntryChoice;
+use crate::harness::{self, Verdict};
+
+/// Interrupt vectors the kernel programs (exceptions are 0..32).
+pub mod vector {
+    pub const TIMER: u8 = 0x20;
+    /// Cross-CPU ping: the receiver answers its sender (the `ipi` scenario, liveness checks).
+    pub const IPI_PING: u8 = 0xf0;
+    /// Wake an idle CPU to look at its work queue.
+    pub const IPI_WAKE: u8 = 0xf1;
+    /// Flush this CPU's TLB entries for an address space that changed.
+    pub const IPI_TLB_SHOOTDOWN: u8 = 0xf2;
+    pub const APIC_ERROR: u8 = 0xfe;
+    pub const SPURIOUS: u8 = 0xff;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Backend {
+    Ist = 0,
+    Fred = 1,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ist => "ist",
+            Self::Fred => "fred",
+        }
+    }
+}
+
+static BACKEND: AtomicU8 = AtomicU8::new(Backend::Ist as u8);
+
+/// Chooses the backend once, on the BSP, from the command line and CPUID.
+pub fn select(choice: EntryChoice, features: &Features) -> Backend {
+    let backend = match (choice, features.fred) {
+        (EntryChoice::Ist, _) => Backend::Ist,
+        (EntryChoice::Fred, false) => {
+            log::error!("entry=fred asked for, but this CPU has no FRED (CPUID.(7,1):EAX[17] = 0): using ist");
+            Backend::Ist
+        }
+        (EntryChoice::Fred | EntryChoice::Auto, true) => {
+            log::warn!("the CPU has FRED, but this kernel has no FRED backend yet: using ist");
+            Backend::Ist
+        }
+        (EntryChoice::Auto, false) => Backend::Ist,
+    };
+    BACKEND.store(backend as u8, Ordering::Relaxed);
+    log::info!("event entry: {}", backend.name());
+    backend
+}
+
+pub fn backend() -> Backend {
+    match BACKEND.load(Ordering::Relaxed) {
+        1 => Backend::Fred,
+        _ => Backend::Ist,
+    }
+}
+
+/// Loads this CPU's event-delivery tables for the selected backend.
+pub fn load_idt() {
+    ist::load_idt();
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "#DE divide error", "#DB debug", "NMI", "#BP breakpoint", "#OF overflow", "#BR bound range",
+    "#UD invalid opcode", "#NM device not available", "#DF double fault", "coprocessor overrun",
+    "#TS invalid TSS", "#NP segment not present", "#SS stack fault", "#GP general protection",
+    "#PF page fault", "reserved 15", "#MF x87 error", "#AC alignment check", "#MC machine check",
+    "#XM SIMD error", "#VE virtualization", "#CP control protection", "reserved 22", "reserved 23",
+    "reserved 24", "reserved 25", "reserved 26", "reserved 27", "#HV hypervisor injection",
+    "#VC VMM communication", "#SX security", "reserved 31",
+];
+
+fn cr2() -> u64 {
+    x86_64::registers::control::Cr2::read_raw()
+}
+
+/// The one high-level entry point of every event.
+pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    let from_user = frame.from_user();
+    match frame.vector as u8 {
+        8 => double_fault(frame),
+        2 => {
+            log::warn!("NMI on cpu {} at rip={:#x}", percpu::this().cpu_index, frame.rip);
+        }
+        1 if from_user => user_debug_trap(frame),
+        v if v < 32 && from_user => user_fault(frame),
+        14 => page_fault(frame),
+        13 if frame.rip == ist::iret_instruction() => bad_iret(frame),
+        v if v < 32 => fatal(frame, "unexpected exception"),
+        vector::TIMER => {
+            percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
+            apic::end_of_interrupt();
+            sched::tick();
+        }
+        vector::IPI_TLB_SHOOTDOWN => {
+            smp::on_tlb_shootdown();
+            apic::end_of_interrupt();
+        }
+        vector::IPI_PING => {
+            smp::on_ping();
+            apic::end_of_interrupt();
+        }
+        vector::IPI_WAKE => apic::end_of_interrupt(),
+        vector::APIC_ERROR => {
+            log::warn!("local APIC error on cpu {}", percpu::this().cpu_index);
+            apic::end_of_interrupt();
+        }
+        vector::SPURIOUS => {}
+        v => {
+            log::warn!("unexpected interrupt vector {v:#x} on cpu {}", percpu::this().cpu_index);
+            apic::end_of_interrupt();
+        }
+    }
+    if from_user {
+        sched::before_user_return();
+    }
+}
+
+/// The SYSCALL path's high-level half: run the call, then decide how to return.
+pub(super) extern "C" fn syscall_entry(frame: &mut TrapFrame) {
+    x86_64::instructions::interrupts::enable();
+    crate::syscall::dispatch(frame);
+    x86_64::instructions::interrupts::disable();
+    sched::before_user_return();
+    syscall_exit(frame);
+}
+
+/// Chooses SYSRET or IRET for this return (seed 001) and counts the choice.
+fn syscall_exit(frame: &mut TrapFrame) {
+    let ctx = sysret::ReturnContext {
+        rip: frame.rip,
+        rcx: frame.rcx,
+        rflags: frame.rflags,
+        r11: frame.r11,
+        cs: frame.cs,
+        ss: frame.ss,
+    };
+    let me = percpu::this();
+    match sysret::sysret_allowed(&ctx, gdt::USER_CS.0 as u64, gdt::USER_SS.0 as u64) {
+        Ok(()) => {
+            frame.vector = ist::EXIT_BY_SYSRET;
+            me.sysret_exits.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(_) => {
+            frame.vector = ist::SYSCALL_VECTOR;
+            me.iret_exits.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A new user thread's first run, on its own stack just before it enters user space.
+pub(super) extern "C" fn first_run() {
+    sched::finish_switch();
+    sched::before_user_return();
+}
+
+/// The IRET back to user space faulted in ring 0: the return context the thread asked for is
+/// impossible (a non-canonical RIP, say). The thread dies; the kernel carries on.
+fn bad_iret(frame: &TrapFrame) -> ! {
+    let me = percpu::this();
+    // SAFETY: RSP of the faulting context points at the IRET frame the kernel built on this
+    // thread's kernel stack.
+    let bad_rip = unsafe { *(frame.rsp as *const u64) };
+    me.bad_iret_kills.fetch_add(1, Ordering::Relaxed);
+    report_user_kill(13, "#GP on IRET to user", frame.error_code, bad_rip, 0);
+    sched::exit_current()
+}
+
+fn report_user_kill(vector: u64, what: &str, error: u64, rip: u64, addr: u64) {
+    let cur = sched::current();
+    let (pid, tid) = match &cur {
+        Some(t) => (t.process.as_ref().map_or(0, |p| p.pid), t.tid),
+        None => (0, 0),
+    };
+    if let Some(p) = cur.as_ref().and_then(|t| t.process.as_ref()) {
+        p.record_fault(vector);
+    }
+    log::warn!(target: "fault", "pid {pid} tid {tid} {what} at RIP {rip:#x} addr {addr:#x} error {error:#x}: thread killed");
+}
+
+/// An exception raised by user code: the faulting thread dies, everything else carries on.
+fn user_fault(frame: &TrapFrame) -> ! {
+    let v = frame.vector as usize;
+    let name = EXCEPTION_NAMES[v].split(' ').next().unwrap_or("?");
+    let addr = if v == 14 { cr2() } else { 0 };
+    report_user_kill(frame.vector, name, frame.error_code, frame.rip, addr);
+    sched::exit_current()
+}
+
+/// #DB from user space. A single-step trap (TF, e.g. left set by a return context) is
+/// acknowledged by clearing TF, since no debugger is attached; anything else is a fault.
+fn user_debug_trap(frame: &mut TrapFrame) {
+    let dr6 = x86_64::registers::debug::Dr6::read();
+    if dr6.contains(x86_64::registers::debug::Dr6Flags::STEP) {
+        frame.rflags &= !sysret::RFLAGS_TF;
+        log::info!("single-step trap at rip={:#x} from user space: TF cleared", frame.rip);
+        return;
+    }
+    user_fault(frame)
+}
+
+fn page_fault(frame: &mut TrapFrame) {
+    let addr = cr2();
+    if !frame.from_user() && extable::fixup(frame) {
+        let me = percpu::this();
+        me.last_fixup_cr2.store(addr, Ordering::Relaxed);
+        log::info!(
+            "#PF (vector 14) on cpu {}: error={:#x} rip={:#x} cr2={addr:#x}: fixed up",
+            me.cpu_index,
+            frame.error_code,
+            frame.rip
+        );
+        return;
+    }
+    fatal(frame, "page fault")
+}
+
+/// #DF arrives on its own IST stack whatever state the faulting stack is in; the usual cause
+/// here is a kernel stack overflow into a guard page.
+fn double_fault(frame: &mut TrapFrame) {
+    let me = percpu::this();
+    let guard = me.boot_stack_bottom - 4096..me.boot_stack_bottom;
+    let rsp_near_guard = frame.rsp >= guard.start && frame.rsp < me.boot_stack_bottom + 4096;
+    if me.expect_stack_overflow.load(Ordering::Relaxed) {
+        log::info!(
+            "#DF (vector 8) on cpu {} on the #DF stack (rsp now {:#x}): interrupted rip={:#x} rsp={:#x}, guard page {:#x}..{:#x}",
+            me.cpu_index,
+            current_rsp(),
+            frame.rip,
+            frame.rsp,
+            guard.start,
+            guard.end
+        );
+        let df_stack = crate::arch::x86_64::cea::stack_tops(me.cpu_index).df;
+        let on_df_stack = (df_stack - (crate::arch::x86_64::cea::DF_STACK_PAGES * 4096) as u64..df_stack).contains(&current_rsp());
+        if rsp_near_guard && on_df_stack {
+            log::info!("stack overflow on cpu {} caught by the guard page", me.cpu_index);
+            harness::finish(Verdict::Pass);
+        }
+        harness::finish(Verdict::Fail(format_args!(
+            "double fault not at the guard page (rsp={:#x}) or not on the #DF stack",
+            frame.rsp
+        )));
+    }
+    if rsp_near_guard {
+        log::error!("kernel stack overflow on cpu {}: rsp={:#x} hit the guard page", me.cpu_index, frame.rsp);
+    }
+    fatal(frame, "double fault")
+}
+
+fn current_rsp() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads RSP only.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
+/// An event the kernel cannot continue from: report everything, then stop (with the
+/// scenario's verdict when one runs).
+fn fatal(frame: &TrapFrame, why: &str) -> ! {
+    let v = frame.vector as usize;
+    let name = EXCEPTION_NAMES.get(v).copied().unwrap_or("interrupt");
+    log::error!(
+        "EXCEPTION {name} (vector {v}) on cpu {}: {why}, error={:#x} rip={:#x} cs={:#x} rflags={:#x} rsp={:#x} cr2={:#x}",
+        percpu::cpu_index_or_boot(),
+        frame.error_code,
+        frame.rip,
+        frame.cs,
+        frame.rflags,
+        frame.rsp,
+        cr2()
+    );
+    log::error!(
+        "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp
+    );
+    if harness::scenario().is_some() {
+        harness::finish(Verdict::Fail(format_args!("{name} at rip={:#x}", frame.rip)));
+    }
+    crate::arch::x86_64::halt_forever()
+}
+
+/// Where a new user thread's first context switch returns to: the selected backend's path into
+/// user space.
+pub fn first_entry_to_user() -> u64 {
+    match backend() {
+        Backend::Ist | Backend::Fred => ist::first_entry_to_user(),
+    }
+}

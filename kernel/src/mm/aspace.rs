@@ -1,0 +1,174 @@
+//! User address spaces: a PML4 whose top half is the kernel's (shared by reference, see
+//! `paging`) and whose bottom half belongs to one process.
+
+use x86_64::structures::paging::mapper::{Translate, TranslateResult};
+use x86_64::structures::paging::{
+    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::phys::{self, PageTableFrames};
+use crate::arch::x86_64::paging::{self, MapError};
+use abi::layout::USER_END;
+
+/// Permissions of a user mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserAccess {
+    pub write: bool,
+    pub execute: bool,
+}
+
+impl UserAccess {
+    pub const DATA: Self = Self { write: true, execute: false };
+
+    fn flags(self) -> F {
+        let mut f = F::PRESENT | F::USER_ACCESSIBLE;
+        if self.write {
+            f |= F::WRITABLE;
+        }
+        if !self.execute {
+            f |= F::NO_EXECUTE;
+        }
+        f
+    }
+}
+
+pub struct AddressSpace {
+    pml4: u64,
+}
+
+/// `[start, start+len)` is page-aligned, non-empty and inside the user half.
+pub fn user_range_ok(start: u64, len: u64) -> bool {
+    start % 4096 == 0 && len % 4096 == 0 && len > 0 && start.checked_add(len).is_some_and(|end| end <= USER_END)
+}
+
+impl AddressSpace {
+    pub fn new() -> Result<Self, MapError> {
+        let pml4 = phys::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
+        paging::share_kernel_half(pml4);
+        Ok(Self { pml4 })
+    }
+
+    pub fn pml4(&self) -> u64 {
+        self.pml4
+    }
+
+    fn walker(&mut self) -> OffsetPageTable<'_> {
+        // SAFETY: `pml4` is this address space's root, reachable through the HHDM, and `&mut
+        // self` makes this the only walker of its lower half.
+        unsafe { OffsetPageTable::new(&mut *(phys::to_virt(self.pml4) as *mut PageTable), VirtAddr::new(phys::hhdm_offset())) }
+    }
+
+    /// Maps fresh zeroed pages over `[virt, virt+len)`, which must be unmapped.
+    pub fn map_fresh(&mut self, virt: u64, len: u64, access: UserAccess) -> Result<(), MapError> {
+        assert!(user_range_ok(virt, len), "map_fresh({virt:#x}, {len:#x}) outside user space");
+        let mut w = self.walker();
+        for off in (0..len).step_by(4096) {
+            let frame = phys::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
+            let parents = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
+            // SAFETY: a fresh frame owned by this mapping alone, in the user half.
+            match unsafe {
+                w.map_to_with_table_flags(page, PhysFrame::containing_address(PhysAddr::new(frame)), access.flags(), parents, &mut PageTableFrames)
+            } {
+                Ok(flush) => flush.ignore(), // a new mapping: nothing stale to flush
+                Err(e) => {
+                    phys::free(frame);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Maps the page at `virt` if it is not mapped yet (ELF segments may share a page), widening
+    /// its permissions to include `access`; returns its physical frame.
+    pub fn ensure_page(&mut self, virt: u64, access: UserAccess) -> Result<u64, MapError> {
+        let page_va = virt & !0xfff;
+        match self.walker().translate(VirtAddr::new(page_va)) {
+            TranslateResult::Mapped { frame, flags, .. } => {
+                let mut f = flags;
+                if access.write {
+                    f |= F::WRITABLE;
+                }
+                if access.execute {
+                    f.remove(F::NO_EXECUTE);
+                }
+                let page = Page::<Size4KiB>::containing_address(VirtAddr::new(page_va));
+                // SAFETY: only widens the permissions of a page this address space owns.
+                unsafe { self.walker().update_flags(page, f) }.map_err(|_| MapError::AlreadyMapped(page_va))?.ignore();
+                Ok(frame.start_address().as_u64())
+            }
+            _ => {
+                self.map_fresh(page_va, 4096, access)?;
+                self.ensure_page(virt, access)
+            }
+        }
+    }
+
+    /// Copies `bytes` to user address `virt` through the direct map (the space need not be
+    /// active), mapping pages with `access` as needed.
+    pub fn write(&mut self, virt: u64, bytes: &[u8], access: UserAccess) -> Result<(), MapError> {
+        let mut done = 0;
+        while done < bytes.len() {
+            let va = virt + done as u64;
+            let frame = self.ensure_page(va, access)?;
+            let in_page = (4096 - (va & 0xfff)) as usize;
+            let n = in_page.min(bytes.len() - done);
+            // SAFETY: `frame` is a user frame of this address space, in the HHDM; the copy
+            // stays inside that page.
+            unsafe {
+                core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), (phys::to_virt(frame) + (va & 0xfff)) as *mut u8, n)
+            };
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Unmaps and frees every mapped page in `[virt, virt+len)`; returns how many there were.
+    /// The caller flushes the TLBs of every CPU that may run this space.
+    pub fn unmap(&mut self, virt: u64, len: u64) -> usize {
+        assert!(user_range_ok(virt, len));
+        let mut w = self.walker();
+        let mut n = 0;
+        for off in (0..len).step_by(4096) {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
+            if let Ok((frame, flush)) = w.unmap(page) {
+                flush.ignore();
+                phys::free(frame.start_address().as_u64());
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn is_mapped(&mut self, virt: u64) -> bool {
+        self.walker().translate_addr(VirtAddr::new(virt)).is_some()
+    }
+}
+
+impl Drop for AddressSpace {
+    /// Frees every user page and every page table of the lower half, then the PML4. Only called
+    /// once no CPU can have this space loaded (see `sched`).
+    fn drop(&mut self) {
+        fn free_level(table_phys: u64, level: u8) {
+            // SAFETY: a page table of this address space's lower half, reachable by HHDM and no
+            // longer used by any CPU.
+            let table = unsafe { &*(phys::to_virt(table_phys) as *const PageTable) };
+            for e in table.iter().filter(|e| e.flags().contains(F::PRESENT)) {
+                let child = e.addr().as_u64();
+                if level > 1 && !e.flags().contains(F::HUGE_PAGE) {
+                    free_level(child, level - 1);
+                }
+                phys::free(child);
+            }
+        }
+        // SAFETY: as above, for the root.
+        let root = unsafe { &*(phys::to_virt(self.pml4) as *const PageTable) };
+        for e in root.iter().take(256).filter(|e| e.flags().contains(F::PRESENT)) {
+            free_level(e.addr().as_u64(), 3);
+            phys::free(e.addr().as_u64());
+        }
+        phys::free(self.pml4);
+    }
+}

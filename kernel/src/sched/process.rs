@@ -1,0 +1,175 @@
+//! Processes: an address space, its threads, and how the process ends.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use spin::Mutex;
+
+use super::thread::{self, Thread};
+use crate::arch::x86_64::smp::CpuSet;
+use crate::mm::aspace::{AddressSpace, UserAccess};
+use abi::layout::{USER_MAP_BASE, USER_STACK_SIZE, USER_STACK_TOP};
+
+static NEXT_PID: AtomicU64 = AtomicU64::new(1);
+
+pub struct Process {
+    pub pid: u64,
+    pub name: String,
+    pml4: u64,
+    pub aspace: Mutex<AddressSpace>,
+    live_threads: AtomicUsize,
+    killed: AtomicBool,
+    finished: AtomicBool,
+    exit_code: AtomicI64,
+    /// A thread blocked in `wait_threads`.
+    waiter: Mutex<Option<Arc<Thread>>>,
+    /// Next address `map` hands out.
+    pub next_map: Mutex<u64>,
+    /// CPUs that have run (and may cache translations of) this address space.
+    pub ran_on: CpuSet,
+    /// Threads killed by a fault, and a bit per exception vector that killed one.
+    pub faults: AtomicUsize,
+    fault_vectors: AtomicU64,
+}
+
+/// Why a program could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    Elf(elf::ElfError),
+    /// A segment lies outside user space.
+    NotUserAddress(u64),
+    NoMemory,
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Elf(e) => write!(f, "malformed ELF: {e}"),
+            Self::NotUserAddress(a) => write!(f, "segment at {a:#x} is outside user space"),
+            Self::NoMemory => write!(f, "out of memory"),
+        }
+    }
+}
+
+impl Process {
+    /// Loads the ELF `image` into a new address space and starts its first thread with the
+    /// argument string `arg`. A malformed image is refused and nothing is left behind.
+    pub fn spawn(name: &str, image: &[u8], arg: &str) -> Result<Arc<Process>, SpawnError> {
+        let elf = elf::Elf::parse(image).map_err(SpawnError::Elf)?;
+        let mut aspace = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
+        for seg in elf.segments() {
+            if seg.end() > abi::layout::USER_END || seg.vaddr < 4096 {
+                return Err(SpawnError::NotUserAddress(seg.vaddr));
+            }
+            let access = UserAccess { write: seg.flags.writable(), execute: seg.flags.executable() };
+            aspace.write(seg.vaddr, seg.data, access).map_err(|_| SpawnError::NoMemory)?;
+            // The rest of the segment (bss) is zero: make sure its pages exist.
+            let mut va = (seg.vaddr + seg.data.len() as u64) & !0xfff;
+            while va < seg.end() {
+                aspace.ensure_page(va, access).map_err(|_| SpawnError::NoMemory)?;
+                va += 4096;
+            }
+        }
+        // The stack, with the argument string copied just above the initial RSP.
+        let stack_bottom = USER_STACK_TOP - USER_STACK_SIZE;
+        aspace.map_fresh(stack_bottom, USER_STACK_SIZE, UserAccess::DATA).map_err(|_| SpawnError::NoMemory)?;
+        let arg = &arg.as_bytes()[..arg.len().min(1024)];
+        let arg_at = (USER_STACK_TOP - arg.len() as u64) & !0xf;
+        aspace.write(arg_at, arg, UserAccess::DATA).map_err(|_| SpawnError::NoMemory)?;
+        let rsp = (arg_at - 64) & !0xf;
+
+        let process = Arc::new(Process {
+            pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
+            name: String::from(name),
+            pml4: aspace.pml4(),
+            aspace: Mutex::new(aspace),
+            live_threads: AtomicUsize::new(0),
+            killed: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            exit_code: AtomicI64::new(0),
+            waiter: Mutex::new(None),
+            next_map: Mutex::new(USER_MAP_BASE),
+            ran_on: CpuSet::new(),
+            faults: AtomicUsize::new(0),
+            fault_vectors: AtomicU64::new(0),
+        });
+        thread::spawn_user(&process, elf.entry(), rsp, [arg_at, arg.len() as u64], None).ok_or(SpawnError::NoMemory)?;
+        log::info!("started {name} as pid {} (entry {:#x}, argument {:?})", process.pid, elf.entry(), core::str::from_utf8(arg).unwrap_or("?"));
+        Ok(process)
+    }
+
+    /// Counts a thread killed by exception `vector`.
+    pub fn record_fault(&self, vector: u64) {
+        self.faults.fetch_add(1, Ordering::Relaxed);
+        self.fault_vectors.fetch_or(1 << (vector & 63), Ordering::Relaxed);
+    }
+
+    pub fn fault_vectors(&self) -> u64 {
+        self.fault_vectors.load(Ordering::Relaxed)
+    }
+
+    pub fn pml4(&self) -> u64 {
+        self.pml4
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    pub fn exit_code(&self) -> i64 {
+        self.exit_code.load(Ordering::Acquire)
+    }
+
+    pub fn live_threads(&self) -> usize {
+        self.live_threads.load(Ordering::Acquire)
+    }
+
+    pub(super) fn thread_started(&self) {
+        self.live_threads.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Called as each thread ends; the last one finishes the process.
+    pub(super) fn thread_ended(&self, _t: Option<&Arc<Thread>>) {
+        let left = self.live_threads.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left <= 1 {
+            self.wake_waiter();
+        }
+        if left == 0 {
+            self.finished.store(true, Ordering::Release);
+            log::info!("{} (pid {}) exited with code {}", self.name, self.pid, self.exit_code());
+        }
+    }
+
+    pub(super) fn wake_waiter(&self) {
+        if let Some(w) = self.waiter.lock().take() {
+            thread::wake(&w);
+        }
+    }
+
+    /// Ends every thread of the process, with `code` as its exit status (first caller wins).
+    pub fn kill(self: &Arc<Self>, code: i64) {
+        if !self.killed.swap(true, Ordering::AcqRel) {
+            self.exit_code.store(code, Ordering::Release);
+        }
+        thread::wake_all_of(self);
+    }
+
+    /// Blocks the calling thread (of this process) until it is the only one left.
+    pub fn wait_others(self: &Arc<Self>, me: &Arc<Thread>) {
+        loop {
+            {
+                let mut w = self.waiter.lock();
+                if self.live_threads() <= 1 || self.is_killed() {
+                    return;
+                }
+                *w = Some(me.clone());
+                thread::block_current(me);
+            }
+            thread::schedule();
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Threads, the per-CPU scheduler and the context switch.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use spin::Mutex;
+
+use super::process::Process;
+use super::queue::{least_loaded, RunQueue, SleepQueue};
+use crate::arch::x86_64::entry::frame::TrapFrame;
+use crate::arch::x86_64::entry::{self, vector};
+use crate::arch::x86_64::{apic, cea, gdt, paging, percpu, smp};
+use crate::mm::kvm::KernelStack;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Ready = 0,
+    Running = 1,
+    Sleeping = 2,
+    Blocked = 3,
+    Dead = 4,
+}
+
+pub struct Thread {
+    pub tid: u64,
+    /// `None` for kernel threads.
+    pub process: Option<Arc<Process>>,
+    /// The one CPU this thread runs on.
+    pub cpu: usize,
+    kstack: KernelStack,
+    /// The kernel RSP saved by the context switch while the thread is not running.
+    saved_rsp: UnsafeCell<u64>,
+    state: AtomicU8,
+}
+
+// SAFETY: `saved_rsp` is only touched by the context switch on the thread's home CPU, with
+// interrupts disabled; everything else is atomic or immutable.
+unsafe impl Sync for Thread {}
+unsafe impl Send for Thread {}
+
+impl Thread {
+    pub fn state(&self) -> State {
+        match self.state.load(Ordering::Acquire) {
+            0 => State::Ready,
+            1 => State::Running,
+            2 => State::Sleeping,
+            3 => State::Blocked,
+            _ => State::Dead,
+        }
+    }
+    fn set_state(&self, s: State) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+    pub fn kernel_stack(&self) -> KernelStack {
+        self.kstack
+    }
+}
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        KernelStack::release(self.kstack);
+    }
+}
+
+struct CpuSched {
+    run: RunQueue<Arc<Thread>>,
+    sleep: SleepQueue<Arc<Thread>>,
+    current: Option<Arc<Thread>>,
+    /// The thread switched away from, dropped by the next one once it runs on its own stack.
+    previous: Option<Arc<Thread>>,
+    /// Threads homed here and not dead, for placement.
+    load: usize,
+    /// Where the idle loop's RSP is kept while a thread runs.
+    idle_rsp: u64,
+    /// Where a dead thread's last RSP goes (never resumed).
+    discard_rsp: u64,
+    slice_left: u32,
+}
+
+impl CpuSched {
+    const fn new() -> Self {
+        Self {
+            run: RunQueue::new(),
+            sleep: SleepQueue::new(),
+            current: None,
+            previous: None,
+            load: 0,
+            idle_rsp: 0,
+            discard_rsp: 0,
+            slice_left: SLICE_TICKS,
+        }
+    }
+}
+
+/// Timer ticks a thread runs before another ready thread on its CPU gets a turn.
+const SLICE_TICKS: u32 = 2;
+
+static SCHED: [Mutex<CpuSched>; smp::MAX_CPUS] = [const { Mutex::new(CpuSched::new()) }; smp::MAX_CPUS];
+static NEXT_TID: AtomicU64 = AtomicU64::new(1);
+
+/// The thread running on this CPU (`None` while idle).
+pub fn current() -> Option<Arc<Thread>> {
+    SCHED[percpu::this().cpu_index].lock().current.clone()
+}
+
+fn pick_cpu(cpu: Option<usize>) -> usize {
+    cpu.unwrap_or_else(|| least_loaded((0..smp::online()).map(|c| SCHED[c].lock().load)))
+}
+
+fn enqueue_new(thread: Arc<Thread>) {
+    let cpu = thread.cpu;
+    {
+        let mut s = SCHED[cpu].lock();
+        s.load += 1;
+        s.run.push(thread);
+    }
+    kick(cpu);
+}
+
+/// Makes CPU `cpu` look at its run queue soon.
+fn kick(cpu: usize) {
+    if cpu != percpu::this().cpu_index {
+        apic::send_ipi(smp::apic_id(cpu), vector::IPI_WAKE);
+    }
+}
+
+/// Builds a kernel stack whose first switch-in `ret`s to `first_entry` with `r12`/`r13` set.
+fn new_thread(process: Option<Arc<Process>>, cpu: Option<usize>, frame: Option<TrapFrame>, first_entry: u64, r12: u64, r13: u64) -> Option<Arc<Thread>> {
+    let kstack = KernelStack::allocate().ok()?;
+    let mut sp = kstack.top;
+    if let Some(frame) = frame {
+        sp -= core::mem::size_of::<TrapFrame>() as u64;
+        // SAFETY: the stack is fresh, mapped and owned by this new thread.
+        unsafe { (sp as *mut TrapFrame).write(frame) };
+    }
+    // The context switch pops r15, r14, r13, r12, rbx, rbp, then returns.
+    let switch_frame: [u64; 7] = [0, 0, r13, r12, 0, 0, first_entry];
+    sp -= core::mem::size_of_val(&switch_frame) as u64;
+    // SAFETY: as above; the frame lies below any TrapFrame written.
+    unsafe { (sp as *mut [u64; 7]).write(switch_frame) };
+    let cpu = pick_cpu(cpu);
+    Some(Arc::new(Thread {
+        tid: NEXT_TID.fetch_add(1, Ordering::Relaxed),
+        process,
+        cpu,
+        kstack,
+        saved_rsp: UnsafeCell::new(sp),
+        state: AtomicU8::new(State::Ready as u8),
+    }))
+}
+
+/// A user thread of `process` that starts at `entry` with `rsp`, RDI = `args[0]`, RSI = `args[1]`.
+pub fn spawn_user(process: &Arc<Process>, entry: u64, rsp: u64, args: [u64; 2], cpu: Option<usize>) -> Option<Arc<Thread>> {
+    let frame = TrapFrame {
+        rip: entry,
+        cs: gdt::USER_CS.0 as u64,
+        rflags: 0x202, // IF, and the always-one bit 1
+        rsp,
+        ss: gdt::USER_SS.0 as u64,
+        rdi: args[0],
+        rsi: args[1],
+        ..Default::default()
+    };
+    process.thread_started();
+    let t = match new_thread(Some(process.clone()), cpu, Some(frame), entry::first_entry_to_user(), 0, 0) {
+        Some(t) => t,
+        None => {
+            process.thread_ended(None);
+            return None;
+        }
+    };
+    enqueue_new(t.clone());
+    Some(t)
+}
+
+/// A kernel thread running `f(arg)` on `cpu` (or the least-loaded CPU).
+pub fn spawn_kernel(f: extern "C" fn(u64), arg: u64, cpu: Option<usize>) -> Option<Arc<Thread>> {
+    let t = new_thread(None, cpu, None, kernel_thread_first_entry as *const () as u64, f as *const () as u64, arg)?;
+    enqueue_new(t.clone());
+    Some(t)
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.sched, \"ax\"",
+    // sched_context_switch(save: *mut u64, next_rsp: u64): saves the callee-saved registers
+    // and RSP of the running context, resumes the one whose RSP is `next_rsp`.
+    ".global sched_context_switch",
+    "sched_context_switch:",
+    "    push rbp",
+    "    push rbx",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    mov [rdi], rsp",
+    "    mov rsp, rsi",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbx",
+    "    pop rbp",
+    "    ret",
+    // A new kernel thread: r12 = function, r13 = argument.
+    "kernel_thread_first_entry:",
+    "    call {finish}",
+    "    mov rdi, r13",
+    "    call r12",
+    "    call {exit}",
+    "    ud2",
+    ".popsection",
+    finish = sym finish_switch,
+    exit = sym kernel_thread_exit,
+);
+
+extern "C" {
+    fn sched_context_switch(save: *mut u64, next_rsp: u64);
+    fn kernel_thread_first_entry();
+}
+
+extern "C" fn kernel_thread_exit() -> ! {
+    exit_current()
+}
+
+/// Runs on the new context's stack right after every switch: drops the previous thread's
+/// reference (freeing a dead thread, whose stack is no longer in use).
+pub extern "C" fn finish_switch() {
+    let prev = SCHED[percpu::this().cpu_index].lock().previous.take();
+    drop(prev);
+}
+
+/// Switches to the next ready thread of this CPU, or to the idle loop if there is none. The
+/// current thread goes back on the queue if it is still runnable.
+pub fn schedule() {
+    let were_enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    let me = percpu::this();
+    let cpu = me.cpu_index;
+    let (save, next_rsp) = {
+        let mut s = SCHED[cpu].lock();
+        let prev = s.current.take();
+        if let Some(p) = &prev {
+            if p.state() == State::Running {
+                p.set_state(State::Ready);
+                s.run.push(p.clone());
+            }
+        }
+        let next = s.run.pop();
+        s.slice_left = SLICE_TICKS;
+        me.need_resched.store(false, Ordering::Relaxed);
+        if let (Some(p), Some(n)) = (&prev, &next) {
+            if Arc::ptr_eq(p, n) {
+                n.set_state(State::Running);
+                s.current = next;
+                drop(s);
+                if were_enabled {
+                    x86_64::instructions::interrupts::enable();
+                }
+                return;
+            }
+        }
+        let save: *mut u64 = match &prev {
+            Some(p) if p.state() == State::Dead => &mut s.discard_rsp,
+            Some(p) => p.saved_rsp.get(),
+            None => &mut s.idle_rsp,
+        };
+        let next_rsp = match &next {
+            Some(n) => {
+                n.set_state(State::Running);
+                let top = n.kstack.top;
+                me.kernel_stack_top.store(top, Ordering::Relaxed);
+                cea::set_rsp0(cpu, top);
+                match &n.process {
+                    Some(p) => {
+                        p.ran_on.insert(cpu);
+                        paging::switch_to(p.pml4());
+                    }
+                    None => paging::switch_to(paging::kernel_pml4()),
+                }
+                // SAFETY: a thread not running anywhere has its RSP saved (or its initial one).
+                unsafe { *n.saved_rsp.get() }
+            }
+            None => {
+                paging::switch_to(paging::kernel_pml4());
+                s.idle_rsp
+            }
+        };
+        if prev.is_none() && next.is_none() {
+            drop(s);
+            if were_enabled {
+                x86_64::instructions::interrupts::enable();
+            }
+            return;
+        }
+        s.current = next;
+        s.previous = prev;
+        (save, next_rsp)
+    };
+    // SAFETY: `save` outlives the switch (a thread's own slot, kept alive by `previous`, or a
+    // per-CPU slot in a static); `next_rsp` was saved by the same switch or built by
+    // `new_thread`. Interrupts are off, so nothing on this CPU observes the half-switched state.
+    unsafe { sched_context_switch(save, next_rsp) };
+    finish_switch();
+    if were_enabled {
+        x86_64::instructions::interrupts::enable();
+    }
+}
+
+/// The timer's part: wake sleepers whose time has come, and count down the time slice.
+pub fn tick() {
+    let me = percpu::this();
+    let now = me.ticks.load(Ordering::Relaxed);
+    let mut s = SCHED[me.cpu_index].lock();
+    let woken: Vec<_> = s.sleep.expire(now).collect();
+    for t in woken {
+        t.set_state(State::Ready);
+        s.run.push(t);
+    }
+    s.slice_left = s.slice_left.saturating_sub(1);
+    if s.slice_left == 0 && !s.run.is_empty() {
+        me.need_resched.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Whether this CPU has a thread waiting to run (the idle loop's question).
+pub fn has_ready() -> bool {
+    !SCHED[percpu::this().cpu_index].lock().run.is_empty()
+}
+
+/// Sleeps the current thread for at least `ticks` timer ticks.
+pub fn sleep_ticks(ticks: u64) {
+    let me = percpu::this();
+    let Some(cur) = current() else { return };
+    {
+        let mut s = SCHED[me.cpu_index].lock();
+        cur.set_state(State::Sleeping);
+        let wake = me.ticks.load(Ordering::Relaxed) + ticks.max(1);
+        s.sleep.insert(wake, cur.clone());
+    }
+    drop(cur);
+    schedule();
+}
+
+/// Blocks the current thread until `wake` is called for it. The caller has made itself
+/// findable by the waker (under the waker's lock) before calling this.
+pub fn block_current(cur: &Arc<Thread>) {
+    cur.set_state(State::Blocked);
+}
+
+/// Makes a sleeping or blocked thread ready (from any CPU).
+pub fn wake(t: &Arc<Thread>) {
+    {
+        let mut s = SCHED[t.cpu].lock();
+        match t.state() {
+            State::Blocked => {}
+            State::Sleeping => {
+                s.sleep.take_where(|x| Arc::ptr_eq(x, t));
+            }
+            _ => return,
+        }
+        t.set_state(State::Ready);
+        // A blocked thread may still be on its way out of `schedule`'s caller on its own
+        // CPU; queueing it is still right: its CPU either finds it running (next == prev) or
+        // switches to it later.
+        if !s.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, t)) {
+            s.run.push(t.clone());
+        } else {
+            t.set_state(State::Running);
+        }
+    }
+    kick(t.cpu);
+}
+
+/// Wakes every sleeping or blocked thread of `process` (it is being killed).
+pub fn wake_all_of(process: &Arc<Process>) {
+    for cpu in 0..smp::online() {
+        let taken = {
+            let mut s = SCHED[cpu].lock();
+            let taken = s.sleep.take_where(|t| t.process.as_ref().is_some_and(|p| Arc::ptr_eq(p, process)));
+            for t in &taken {
+                t.set_state(State::Ready);
+                s.run.push(t.clone());
+            }
+            taken.len()
+        };
+        if taken > 0 || process.ran_on.contains(cpu) {
+            kick(cpu);
+        }
+    }
+    process.wake_waiter();
+}
+
+/// Ends the current thread; never returns.
+pub fn exit_current() -> ! {
+    x86_64::instructions::interrupts::disable();
+    let cur = current().expect("exit_current outside a thread");
+    cur.set_state(State::Dead);
+    SCHED[cur.cpu].lock().load -= 1;
+    if let Some(p) = &cur.process {
+        p.thread_ended(Some(&cur));
+    }
+    drop(cur);
+    schedule();
+    unreachable!("a dead thread was scheduled again");
+}
+
+/// On the way back to user space: end the thread if its process is being killed, and give
+/// the CPU away if the time slice is over.
+pub fn before_user_return() {
+    if let Some(cur) = current() {
+        if cur.process.as_ref().is_some_and(|p| p.is_killed()) {
+            drop(cur);
+            exit_current();
+        }
+    }
+    if percpu::this().need_resched.load(Ordering::Relaxed) {
+        schedule();
+    }
+}
+
+/// One step of an idle context (a CPU's boot stack, or the BSP waiting in a scenario): run ready
+/// threads if there are any, else sleep until the next interrupt.
+pub fn idle_once() {
+    x86_64::instructions::interrupts::disable();
+    if has_ready() {
+        schedule();
+        x86_64::instructions::interrupts::enable();
+    } else {
+        // STI;HLT: an interrupt between the check and HLT still wakes us.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
