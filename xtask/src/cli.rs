@@ -27,7 +27,7 @@ options (run):
                           (the IST twin); needs a FRED-capable Bochs
   --cpu MODEL             override the CPU model (QEMU -cpu / Bochs cpu: model=)
   --timeout SECS          stop the emulator after SECS seconds (0: never; default: 60 for QEMU TCG,
-                          180 for KVM, 240 for Bochs)
+                          300 for KVM, 240 for Bochs)
 
 options (test):
   --filter TEXT           only boot cases whose label contains TEXT (',' separates alternatives),

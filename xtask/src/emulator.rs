@@ -353,9 +353,10 @@ fn run_streaming(
             break Outcome::TimedOut;
         }
     };
-    // What was still in flight when the emulator ended.
-    std::thread::sleep(Duration::from_millis(20));
-    for chunk in rx.try_iter() {
+    // What was still in the pipes when the emulator ended: the readers stop at end of file
+    // (unless something the emulator started still holds a pipe, hence the bound).
+    let drain_until = Instant::now() + Duration::from_secs(2);
+    while let Ok(chunk) = rx.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
         match chunk {
             Chunk::Stdout(bytes) if !tail_serial => {
                 if let Some(file) = serial_file.as_mut() {

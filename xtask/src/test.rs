@@ -204,6 +204,9 @@ struct Shared {
     kvm_decided: Condvar,
     /// Bochs with the rfb display listens on TCP 5900: one at a time.
     rfb: Mutex<()>,
+    /// Nested KVM guests spend their time in host exits; two at once on two cores starve
+    /// each other past any sane time limit: one at a time.
+    kvm_guest: Mutex<()>,
 }
 
 impl Shared {
@@ -243,6 +246,8 @@ fn boot_case(shared: &Shared, job: &Job) -> (Verdict, String, Duration) {
         Some(Display::Rfb) => Some(shared.rfb.lock().unwrap()),
         _ => None,
     };
+    let _kvm = (job.machine.emulator == Emulator::Qemu(Accel::Kvm))
+        .then(|| shared.kvm_guest.lock().unwrap());
     let work_dir = target_dir().join("test-runs").join(job.case.id());
     let limits = BootLimits {
         timeout: Some(job.case.timeout),
@@ -561,6 +566,7 @@ fn boot_matrix(opts: &Options, tally: &mut Tally) -> Result<()> {
         }),
         kvm_decided: Condvar::new(),
         rfb: Mutex::new(()),
+        kvm_guest: Mutex::new(()),
     };
     // Print the skips that lead the list before any boot finishes.
     {
