@@ -68,6 +68,33 @@ pub fn find_rsdps(area: &[u8]) -> impl Iterator<Item = usize> + '_ {
         .filter(move |&at| parse_rsdp(&area[at..]).is_some())
 }
 
+/// Picks the RSDP to report among firmware memory areas (`(physical base, bytes)`, searched in
+/// order): the first valid one matching GRUB's copy (its first 20 bytes), else the first valid
+/// one, else `None` (the caller then falls back to GRUB's copy).
+pub fn choose_rsdp(areas: &[(u64, &[u8])], grub_copy: Option<&[u8]>) -> Option<u64> {
+    let key = grub_copy.and_then(|c| c.get(..RSDP_V1_LEN));
+    let mut first = None;
+    for &(base, area) in areas {
+        for offset in find_rsdps(area) {
+            let found = base + offset as u64;
+            if key.is_none_or(|k| area[offset..].starts_with(k)) {
+                return Some(found);
+            }
+            first.get_or_insert(found);
+        }
+    }
+    first
+}
+
+/// Whether firmware forbids x2APIC mode through the DMAR table: INTR_REMAP and X2APIC_OPT_OUT
+/// both set in its flags (Intel VT-d specification, 8.1).
+pub fn dmar_opts_out_of_x2apic(dmar: &Sdt) -> bool {
+    const DMAR_FLAGS: usize = SDT_HEADER_LEN + 1;
+    dmar.bytes
+        .get(DMAR_FLAGS)
+        .is_some_and(|flags| flags & 0b11 == 0b11)
+}
+
 /// A checked system description table: its signature and whole bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct Sdt<'a> {
@@ -305,6 +332,38 @@ pub mod tests {
         area[0x48..0x48 + 36].copy_from_slice(&r); // misaligned: ignored
         area[0xa0..0xa0 + 36].copy_from_slice(&r);
         assert_eq!(find_rsdps(&area).collect::<Vec<_>>(), [0xa0]);
+    }
+
+    #[test]
+    fn rsdp_matching_grubs_copy_wins_over_an_earlier_one() {
+        let mut ebda = vec![0u8; 64];
+        let other = rsdp_v2(0x1000);
+        ebda[16..16 + 36].copy_from_slice(&other);
+        let mut bios = vec![0u8; 128];
+        let mut ours = rsdp_v2(0x2000);
+        ours[9] = b'Q';
+        fix_checksum(&mut ours, 8, 20);
+        fix_checksum(&mut ours, 32, 36);
+        bios[32..32 + 36].copy_from_slice(&ours);
+        let areas: [(u64, &[u8]); 2] = [(0x9fc00, &ebda), (0xe0000, &bios)];
+        assert_eq!(choose_rsdp(&areas, Some(&ours)), Some(0xe0020));
+        assert_eq!(choose_rsdp(&areas, None), Some(0x9fc10));
+        // GRUB's copy matches nothing found: the first valid RSDP still beats the copy.
+        assert_eq!(choose_rsdp(&areas, Some(&[0u8; 36])), Some(0x9fc10));
+        assert_eq!(choose_rsdp(&[(0xe0000, &[0u8; 64])], Some(&ours)), None);
+    }
+
+    #[test]
+    fn dmar_opt_out_needs_both_flags() {
+        let with = |flags: u8| table(b"DMAR", &[46, flags, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        for (flags, out) in [(0b00, false), (0b01, false), (0b10, false), (0b11, true)] {
+            let t = with(flags);
+            assert_eq!(
+                dmar_opts_out_of_x2apic(&parse_sdt(&t).unwrap()),
+                out,
+                "{flags:b}"
+            );
+        }
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl fmt::Display for ModuleSetError {
         match *self {
             Self::NoKernel => write!(
                 f,
-                "no kernel: expected one `module2 <file> kernel <path> [cmdline]` line in grub.cfg"
+                "no kernel: expected one `module2 <file> kernel <path> [cmdline]` line"
             ),
             Self::DuplicateKernel { first, second } => write!(
                 f,

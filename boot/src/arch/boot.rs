@@ -205,6 +205,7 @@ pub extern "C" fn bridge_main(mbi_phys: u32) -> ! {
             "internal error: the bridge's stack overflowed"
         ));
     }
+    serial::flush();
     handoff.jump()
 }
 
@@ -422,32 +423,25 @@ fn page_align(alloc: &mut PhysAllocator, file: &mut GrubFile, kind: MemoryType) 
     file.start = copy;
 }
 
-/// The RSDP: the firmware's own copy if a signature-and-checksum search finds it (preferring
-/// the one matching GRUB's copy), else GRUB's copy inside the MBI (bootloader-reclaimable).
+/// The RSDP: the firmware's own copy if a signature-and-checksum search of the EBDA and the
+/// BIOS area finds one, else GRUB's copy inside the MBI (bootloader-reclaimable memory).
 fn find_rsdp(mbi: &Mbi, mbi_phys: u64) -> Option<u64> {
     let grub_copy = mbi
         .rsdp_copies()
         .find(|c| acpi::parse_rsdp(c.bytes).is_some());
     // SAFETY: the BIOS data area word at 0x40e holds the EBDA segment; low memory is mapped.
     let ebda = u64::from(unsafe { phys::read::<u16>(0x40e) }) << 4;
-    let mut areas: [(u64, u64); 2] = [(0, 0), (0xe0000, 0x20000)];
-    if (0x80000..0xa0000).contains(&ebda) {
-        areas[0] = (ebda, 1024);
-    }
-    let mut first = None;
-    for (base, len) in areas {
-        // SAFETY: the EBDA and the BIOS ROM area are mapped read-only firmware memory.
-        let area = unsafe { phys::bytes(base, len as usize) };
-        for offset in acpi::find_rsdps(area) {
-            let found = base + offset as u64;
-            let matches = grub_copy.is_some_and(|c| area[offset..].starts_with(&c.bytes[..20]));
-            if matches || grub_copy.is_none() {
-                return Some(found);
-            }
-            first.get_or_insert(found);
-        }
-    }
-    first.or(grub_copy.map(|c| mbi_phys + c.offset as u64))
+    // SAFETY: the first KiB of the EBDA and the BIOS area are mapped firmware memory.
+    let ebda_area: &[u8] = if (0x80000..0xa0000).contains(&ebda) {
+        unsafe { phys::bytes(ebda, 1024) }
+    } else {
+        &[]
+    };
+    // SAFETY: as above.
+    let bios_area = unsafe { phys::bytes(0xe0000, 0x20000) };
+    let areas: [(u64, &[u8]); 2] = [(ebda, ebda_area), (0xe0000, bios_area)];
+    acpi::choose_rsdp(&areas, grub_copy.map(|c| c.bytes))
+        .or(grub_copy.map(|c| mbi_phys + c.offset as u64))
 }
 
 fn load_kernel(alloc: &mut PhysAllocator, file: &GrubFile) -> Kernel {
@@ -961,14 +955,11 @@ impl Responder<'_> {
     }
 }
 
-/// x2APIC may be enabled if the CPU has it and firmware did not opt out through the DMAR
-/// table (Intel VT-d specification, 8.1: INTR_REMAP and X2APIC_OPT_OUT both set).
+/// x2APIC may be enabled if the CPU has it and firmware did not opt out.
 fn x2apic_allowed(features: &cpu::Features, acpi_tables: &AcpiTables) -> bool {
-    const DMAR_FLAGS: usize = 37;
     let opted_out = acpi_tables
         .find(b"DMAR")
-        .and_then(|t| t.bytes.get(DMAR_FLAGS).copied())
-        .is_some_and(|flags| flags & 0b11 == 0b11);
+        .is_some_and(|t| acpi::dmar_opts_out_of_x2apic(&t));
     features.x2apic && !opted_out
 }
 

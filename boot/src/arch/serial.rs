@@ -39,6 +39,20 @@ fn write_byte(byte: u8) {
     }
 }
 
+/// Waits until the UART has sent everything (transmitter empty), so whoever reprograms it next
+/// (the kernel) cannot cut our last line short.
+pub fn flush() {
+    const TRANSMITTER_EMPTY: u8 = 1 << 6;
+    // SAFETY: reading the line status register has no side effects.
+    let mut status = Port::<u8>::new(LINE_STATUS);
+    for _ in 0..1_000_000 {
+        if unsafe { status.read() } & TRANSMITTER_EMPTY != 0 {
+            return;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 pub struct Com1;
 
 impl Write for Com1 {
