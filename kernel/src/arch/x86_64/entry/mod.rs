@@ -5,6 +5,7 @@
 //! the event. Only the IST backend exists so far; `entry=fred` and `entry=auto` on a FRED CPU
 //! fall back to it with a log line saying why.
 
+pub mod atomic_ist;
 pub mod frame;
 pub mod sysret;
 
