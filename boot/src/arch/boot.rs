@@ -222,12 +222,8 @@ fn boot(mbi_phys: u64) -> Handoff {
     let mbi_bytes: &'static [u8] = unsafe { phys::bytes(mbi_phys, mbi_size) };
     let mbi = Mbi::parse(mbi_bytes).or_fail("GRUB's boot information is malformed");
 
-    let files = grub_files(&mbi);
-    let kernel_file = *files
-        .iter()
-        .find(|f| f.kernel)
-        .unwrap_or_else(|| unreachable!());
-    say!("booting {}", Printable(kernel_file.uri));
+    let mut files = grub_files(&mbi);
+    say!("booting {}", Printable(kernel_of(&files).uri));
 
     let regions = mbi.memory_map().unwrap_or_else(|| {
         fail(format_args!(
@@ -253,7 +249,6 @@ fn boot(mbi_phys: u64) -> Handoff {
     let reclaimable = MemoryType::BootloaderReclaimable;
     alloc.claim(image, reclaimable).or_fail("memory map");
     alloc.claim(mbi_range, reclaimable).or_fail("memory map");
-    let mut files = files;
     for f in files.iter_mut() {
         // Limine keeps the kernel file in bootloader-reclaimable memory, modules in
         // executable-and-modules memory.
@@ -265,10 +260,7 @@ fn boot(mbi_phys: u64) -> Handoff {
         alloc.claim(f.range(), kind).or_fail("memory map");
         page_align(&mut alloc, f, kind);
     }
-    let kernel_file = *files
-        .iter()
-        .find(|f| f.kernel)
-        .unwrap_or_else(|| unreachable!());
+    let kernel_file = kernel_of(&files);
 
     let rsdp = find_rsdp(&mbi, mbi_phys);
     let kernel = load_kernel(&mut alloc, &kernel_file);
@@ -300,7 +292,7 @@ fn boot(mbi_phys: u64) -> Handoff {
         alloc: &mut alloc,
         arena: &mut arena,
     };
-    ctx.simple_responses(revision, rsdp, &kernel_file, &files, &mbi, entry);
+    ctx.simple_responses(revision, rsdp, &kernel_file, &files, &mbi);
     let cpus = ctx
         .kernel
         .request(p::MP)
@@ -311,10 +303,7 @@ fn boot(mbi_phys: u64) -> Handoff {
     write_base_revision(&kernel);
 
     let requested = kernel.scan.base_revision.map(|t| t.requested);
-    let cpus = match cpus {
-        Some(Some((up, found))) => Cpus(Some((up, found))),
-        _ => Cpus(None),
-    };
+    let cpus = Cpus(cpus.flatten());
     say!(
         "base revision {revision}{}, {cpus}, {} module(s), {entries} memory map entries; entering the kernel at {entry:#x}",
         Requested(requested, revision),
@@ -325,7 +314,6 @@ fn boot(mbi_phys: u64) -> Handoff {
         limit: gdt::GDT_LIMIT,
         base: gdt::gdt_phys() + HHDM_OFFSET,
     };
-    // The GDTR lives on the bridge stack, which the stub reads before it leaves it.
     let gdtr = alloc_static_gdtr(gdtr);
     Handoff {
         entry,
@@ -404,6 +392,14 @@ fn grub_files(mbi: &Mbi<'static>) -> FixedVec<GrubFile, MAX_MODULES> {
     )
     .or_fail("grub.cfg");
     files
+}
+
+/// The one kernel among GRUB's files (`grub_files` checked there is exactly one).
+fn kernel_of(files: &[GrubFile]) -> GrubFile {
+    *files
+        .iter()
+        .find(|f| f.kernel)
+        .unwrap_or_else(|| unreachable!())
 }
 
 /// Files must start on a page (PROTOCOL.md, File Structure); GRUB honours our module-alignment
@@ -636,7 +632,6 @@ impl Responder<'_> {
         kernel_file: &GrubFile,
         files: &[GrubFile],
         mbi: &Mbi,
-        entry: u64,
     ) {
         let k = self.kernel;
         if k.request(p::BOOTLOADER_INFO).is_some() {
@@ -675,9 +670,7 @@ impl Responder<'_> {
                 mode: p::PAGING_MODE_4LEVEL,
             },
         );
-        if entry != k.elf.entry() || k.request(p::ENTRY_POINT).is_some() {
-            self.answer(p::ENTRY_POINT, p::EntryPointResponse { revision: 0 });
-        }
+        self.answer(p::ENTRY_POINT, p::EntryPointResponse { revision: 0 });
         if let Some(rsdp) = rsdp {
             // Base revision 3 alone reports the RSDP as a physical address.
             let address = if revision == 3 {
@@ -867,11 +860,13 @@ impl Responder<'_> {
                 unsafe { phys::write(list + 8 * up, HHDM_OFFSET + slot) };
                 up += 1;
             } else {
-                say!(
-                    "CPU with APIC ID {} (ACPI UID {}) did not start; it is left out",
-                    cpu.apic_id,
-                    cpu.uid
-                );
+                if trampoline.is_some() {
+                    say!(
+                        "CPU with APIC ID {} (ACPI UID {}) did not start; it is left out",
+                        cpu.apic_id,
+                        cpu.uid
+                    );
+                }
                 // SAFETY: the slot is ours; zero it for the next CPU.
                 unsafe { phys::write(slot, p::MpInfo::default()) };
             }

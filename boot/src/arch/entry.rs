@@ -191,8 +191,7 @@ bridge_entry32_fill_pds:
     add edi, 8
     loop bridge_entry32_fill_pds
 
-    mov eax, cr4
-    or eax, {cr4_pae}
+    mov eax, {cr4_pae}
     mov cr4, eax
     lea eax, [{pml4}]
     mov cr3, eax
