@@ -7,8 +7,10 @@ use crate::arch::x86_64::entry::extable;
 use crate::arch::x86_64::{cea, percpu, smp};
 use crate::harness::{finish, Verdict};
 
-pub const NAMES: [&str; 9] =
-    ["boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt"];
+pub const NAMES: [&str; 12] = [
+    "boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt",
+    "ist_nesting", "syscall_gap", "nmi_storm",
+];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
 pub fn run(name: &'static str) -> ! {
@@ -53,6 +55,9 @@ pub fn run(name: &'static str) -> ! {
             }
         }),
         "preempt" => user_program("utest", "preempt", |_| Ok(())),
+        "ist_nesting" => ist_nesting(),
+        "syscall_gap" => syscall_gap(),
+        "nmi_storm" => nmi_storm(),
         other => finish(Verdict::Fail(format_args!("unknown scenario {other:?}; known: {NAMES:?}"))),
     }
 }
@@ -198,4 +203,166 @@ fn timer() -> ! {
     }
     let slow = (0..n).filter(|&c| percpu::ticks_of(c) < WANT).count();
     finish(Verdict::Fail(format_args!("{slow} CPUs counted fewer than {WANT} ticks")))
+}
+
+/// Sets instruction breakpoint `slot` (0..4) at `addr` on this CPU, or clears it (`None`).
+fn breakpoint(slot: usize, addr: Option<u64>) {
+    // SAFETY: debug registers are per CPU and only this scenario uses them; DR7 bit 10 is
+    // reserved-one, L<n> enables slot n, R/W and LEN zero = instruction execution.
+    unsafe {
+        let a = addr.unwrap_or(0);
+        match slot {
+            0 => core::arch::asm!("mov dr0, {}", in(reg) a),
+            1 => core::arch::asm!("mov dr1, {}", in(reg) a),
+            _ => unreachable!(),
+        }
+        let mut dr7: u64;
+        core::arch::asm!("mov {}, dr7", out(reg) dr7);
+        dr7 |= 1 << 10;
+        if addr.is_some() { dr7 |= 1 << (2 * slot) } else { dr7 &= !(1 << (2 * slot)) }
+        core::arch::asm!("mov dr7, {}", in(reg) dr7);
+    }
+}
+
+/// A #DB breakpoint on each instruction of the NMI entry in turn, then a self-NMI: the #DB
+/// nests into the unfinished NMI entry, must complete it by proxy and return to just after the
+/// NMI's commit; the NMI handler must still see the context the NMI interrupted.
+fn ist_nesting() -> ! {
+    use crate::arch::x86_64::entry::aist;
+    use crate::arch::x86_64::entry::atomic_ist::{Event, FRAME_BYTES};
+    let me = percpu::this();
+    let layout = aist::layout(me.cpu_index);
+    let nmi_frame = layout.main.top - FRAME_BYTES;
+    let post_commit = layout.prologues[Event::Nmi.index()].post_commit;
+    let insns = aist::prologue_instructions(Event::Nmi);
+    for (i, &addr) in insns.iter().enumerate() {
+        let (nmis, dbs, proxied) = (me.nmi_count.load(Ordering::Relaxed), me.db_count.load(Ordering::Relaxed), me.aist_proxied.load(Ordering::Relaxed));
+        breakpoint(0, Some(addr));
+        crate::arch::x86_64::apic::send_nmi(smp::apic_id(me.cpu_index));
+        let arrived = wait_until(100, || me.nmi_count.load(Ordering::Relaxed) > nmis);
+        breakpoint(0, None);
+        let db = [me.last_db[0].load(Ordering::Relaxed), me.last_db[1].load(Ordering::Relaxed)];
+        let nmi = [me.last_nmi[0].load(Ordering::Relaxed), me.last_nmi[1].load(Ordering::Relaxed)];
+        let problem = if !arrived {
+            Some("the NMI never arrived")
+        } else if me.db_count.load(Ordering::Relaxed) != dbs + 1 {
+            Some("the breakpoint did not raise exactly one #DB")
+        } else if me.aist_proxied.load(Ordering::Relaxed) != proxied + 1 {
+            Some("the #DB did not complete the NMI entry by proxy")
+        } else if db != [post_commit, nmi_frame] {
+            Some("the #DB handler did not see the NMI just after its commit")
+        } else if layout.main.holds(nmi[1]) || (insns[0]..=post_commit).contains(&nmi[0]) {
+            Some("the NMI handler saw its own entry instead of the interrupted context")
+        } else {
+            None
+        };
+        if let Some(why) = problem {
+            finish(Verdict::Fail(format_args!(
+                "breakpoint on NMI entry instruction {i} at {addr:#x}: {why} (#DB saw rip={:#x} rsp={:#x}, NMI saw rip={:#x} rsp={:#x})",
+                db[0], db[1], nmi[0], nmi[1]
+            )));
+        }
+    }
+    log::info!(
+        "#DB nested at each of the {} NMI entry instructions; {} entries completed by proxy on cpu {}",
+        insns.len(),
+        me.aist_proxied.load(Ordering::Relaxed),
+        me.cpu_index
+    );
+    finish(Verdict::Pass)
+}
+
+/// Breakpoints on the first instruction of the SYSCALL trampoline (ring 0, user RSP and GS)
+/// and on the SYSRET (ring 0 again, user RSP and GS), on every CPU, while init's workers make
+/// system calls: each #DB must be handled on the IST main stack with the kernel GS found from
+/// the MSR, and the calls must carry on unharmed.
+fn syscall_gap() -> ! {
+    use crate::arch::x86_64::entry::ist;
+    fn arm() {
+        let cpu = percpu::this().cpu_index;
+        breakpoint(0, Some(cea::syscall_trampoline_alias(cpu)));
+        breakpoint(1, Some(ist::sysret_instruction()));
+    }
+    fn disarm() {
+        breakpoint(0, None);
+        breakpoint(1, None);
+    }
+    let before: alloc::vec::Vec<u64> = (0..smp::online()).map(|c| percpu::of(c).db_count.load(Ordering::Relaxed)).collect();
+    smp::run_on_all(arm);
+    let (verdict_ok, why) = run_user("utest", "user");
+    smp::run_on_all(disarm);
+    let hits: alloc::vec::Vec<u64> = (0..smp::online()).map(|c| percpu::of(c).db_count.load(Ordering::Relaxed) - before[c]).collect();
+    log::info!("#DB in the SYSCALL gap and on SYSRET, per CPU: {hits:?}");
+    if !verdict_ok {
+        finish(Verdict::Fail(format_args!("{why}")))
+    }
+    match hits.iter().position(|&h| h < 2) {
+        Some(c) => finish(Verdict::Fail(format_args!("cpu {c} took {} gap breakpoints, expected at least 2", hits[c]))),
+        None => finish(Verdict::Pass),
+    }
+}
+
+static STORM_ROUNDS_DONE: AtomicUsize = AtomicUsize::new(0);
+static STORM_STOP: AtomicBool = AtomicBool::new(false);
+/// Rounds each storm thread runs at least, and on until the user program is done.
+const STORM_ROUNDS: u64 = 200;
+
+/// Every CPU floods the others with NMIs (from a kernel thread) while utest's register-checking
+/// system-call loop runs: no register or stack value may be corrupted.
+fn nmi_storm() -> ! {
+    extern "C" fn storm(_: u64) {
+        let me = percpu::this().cpu_index;
+        let mut round = 0u64;
+        while round < STORM_ROUNDS || !STORM_STOP.load(Ordering::Acquire) {
+            round += 1;
+            for c in (0..smp::online()).filter(|&c| c != me) {
+                crate::arch::x86_64::apic::send_nmi(smp::apic_id(c));
+            }
+            // Sleep now and then: the scenario itself waits in CPU 0's idle context, which
+            // only runs when nothing is ready there.
+            if round % 8 == 0 {
+                crate::sched::sleep_ticks(1);
+            }
+        }
+        STORM_ROUNDS_DONE.fetch_add(1, Ordering::AcqRel);
+    }
+    let n = smp::online();
+    let before: u64 = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum();
+    for c in 0..n {
+        if crate::sched::spawn_kernel(storm, 0, Some(c)).is_none() {
+            finish(Verdict::Fail(format_args!("cannot start the NMI storm thread on cpu {c}")))
+        }
+    }
+    let (ok, why) = run_user("utest", "sysret");
+    STORM_STOP.store(true, Ordering::Release);
+    if !wait_until(3000, || STORM_ROUNDS_DONE.load(Ordering::Acquire) == n) {
+        finish(Verdict::Fail(format_args!("the NMI storm threads did not finish")))
+    }
+    let nmis: u64 = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum::<u64>() - before;
+    let proxied: u64 = (0..n).map(|c| percpu::of(c).aist_proxied.load(Ordering::Relaxed)).sum();
+    log::info!("NMI storm: {nmis} NMIs taken on {n} CPUs while utest checked its registers; {proxied} entries completed by proxy");
+    if !ok {
+        finish(Verdict::Fail(format_args!("{why}")))
+    }
+    if n > 1 && nmis == 0 {
+        finish(Verdict::Fail(format_args!("no NMI arrived")))
+    }
+    finish(Verdict::Pass)
+}
+
+/// Runs boot module `module` with `arg` to completion; (exited with 0, reason if not).
+fn run_user(module: &str, arg: &str) -> (bool, alloc::string::String) {
+    use alloc::format;
+    let Some(image) = crate::boot::module(module) else { return (false, format!("no boot module named {module}")) };
+    let process = match crate::sched::Process::spawn(module, image, arg) {
+        Ok(p) => p,
+        Err(e) => return (false, format!("cannot start {module}: {e}")),
+    };
+    if !wait_until(3000, || process.is_finished()) {
+        return (false, format!("{module} {arg} did not finish"));
+    }
+    match process.exit_code() {
+        0 => (true, alloc::string::String::new()),
+        code => (false, format!("{module} {arg} exited with status {code}")),
+    }
 }

@@ -33,6 +33,16 @@ pub struct PerCpu {
     pub bad_iret_kills: AtomicU64,
     /// Set by the timer when the running thread's time slice is used up.
     pub need_resched: AtomicBool,
+    /// Atomic-IST entries completed by a nested entry on their behalf.
+    pub aist_proxied: AtomicU64,
+    /// Why an atomic-IST entry gave up (forcing #DF); 0 if none did.
+    pub aist_failure: AtomicU64,
+    /// NMI, #DB and #MC events taken, and the interrupted RIP/RSP each handler saw last.
+    pub nmi_count: AtomicU64,
+    pub db_count: AtomicU64,
+    pub mc_count: AtomicU64,
+    pub last_nmi: [AtomicU64; 2],
+    pub last_db: [AtomicU64; 2],
 }
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, self_ptr) == 0);
@@ -60,6 +70,13 @@ impl PerCpu {
                 iret_exits: AtomicU64::new(0),
                 bad_iret_kills: AtomicU64::new(0),
                 need_resched: AtomicBool::new(false),
+                aist_proxied: AtomicU64::new(0),
+                aist_failure: AtomicU64::new(0),
+                nmi_count: AtomicU64::new(0),
+                db_count: AtomicU64::new(0),
+                mc_count: AtomicU64::new(0),
+                last_nmi: [AtomicU64::new(0), AtomicU64::new(0)],
+                last_db: [AtomicU64::new(0), AtomicU64::new(0)],
             });
         }
         GsBase::write(x86_64::VirtAddr::new(page as u64));

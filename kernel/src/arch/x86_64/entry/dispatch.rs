@@ -92,10 +92,9 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let from_user = frame.from_user();
     match frame.vector as u8 {
         8 => double_fault(frame),
-        2 => {
-            log::warn!("NMI on cpu {} at rip={:#x}", percpu::this().cpu_index, frame.rip);
-        }
+        2 => nmi(frame),
         1 if from_user => user_debug_trap(frame),
+        18 => machine_check(frame),
         v if v < 32 && from_user => user_fault(frame),
         14 => page_fault(frame),
         13 if frame.rip == ist::iret_instruction() => bad_iret(frame),
@@ -127,6 +126,50 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if from_user {
         sched::before_user_return();
     }
+}
+
+/// NMI, #DB or #MC from ring 0, on the IST main stack with the kernel GS (see `aist`): count,
+/// record, and never schedule or take a lock the interrupted code might hold.
+pub(super) fn kernel_ist_event(frame: &mut TrapFrame) {
+    match frame.vector {
+        2 => nmi(frame),
+        1 => {
+            let me = percpu::this();
+            let dr6 = x86_64::registers::debug::Dr6::read();
+            me.last_db[0].store(frame.rip, Ordering::Relaxed);
+            me.last_db[1].store(frame.rsp, Ordering::Relaxed);
+            me.db_count.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: DR6 is sticky; clearing it makes the next #DB's cause unambiguous.
+            unsafe { core::arch::asm!("xor eax, eax", "mov dr6, rax", out("rax") _, options(nomem, nostack)) };
+            if dr6.bits() & 0xf != 0 {
+                // An instruction breakpoint: resume without hitting it again (RF).
+                frame.rflags |= sysret::RFLAGS_RF;
+            }
+        }
+        _ => machine_check(frame),
+    }
+}
+
+fn nmi(frame: &TrapFrame) {
+    let me = percpu::this();
+    me.last_nmi[0].store(frame.rip, Ordering::Relaxed);
+    me.last_nmi[1].store(frame.rsp, Ordering::Relaxed);
+    me.nmi_count.fetch_add(1, Ordering::Relaxed);
+}
+
+fn machine_check(frame: &TrapFrame) {
+    let me = percpu::this();
+    me.mc_count.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: IA32_MCG_STATUS exists on CPUs with MCE (all x86_64 CPUs the kernel runs on).
+    let mcg_status = unsafe { x86_64::registers::model_specific::Msr::new(0x17a).read() };
+    let recoverable = mcg_status & 1 != 0; // RIPV: the interrupted context can be resumed
+    log::error!("#MC on cpu {} at rip={:#x}: MCG_STATUS={mcg_status:#x}, {}", me.cpu_index, frame.rip, if recoverable { "recoverable" } else { "not recoverable" });
+    if !recoverable {
+        fatal(frame, "unrecoverable machine check");
+    }
+    // SAFETY: clearing MCG_STATUS.MCIP re-arms #MC (a second one while MCIP is set shuts the
+    // machine down).
+    unsafe { x86_64::registers::model_specific::Msr::new(0x17a).write(0) };
 }
 
 /// The SYSCALL path's high-level half: run the call, then decide how to return.
@@ -234,6 +277,16 @@ fn double_fault(frame: &mut TrapFrame) {
     let me = percpu::this();
     let guard = me.boot_stack_bottom - 4096..me.boot_stack_bottom;
     let rsp_near_guard = frame.rsp >= guard.start && frame.rsp < me.boot_stack_bottom + 4096;
+    let aist = me.aist_failure.load(Ordering::Relaxed);
+    if aist != 0 {
+        let why = match aist >> 8 {
+            1 => "an event nested into its own unfinished entry",
+            2 => "RIP and RSP disagree about which entry was interrupted",
+            _ => "the IST main stack is full",
+        };
+        log::error!("EXCEPTION #DF forced by atomic-IST-entry on cpu {}: {why} (code {aist:#x})", me.cpu_index);
+        fatal(frame, "atomic-IST-entry failure")
+    }
     if me.expect_stack_overflow.load(Ordering::Relaxed) {
         log::info!(
             "#DF (vector 8) on cpu {} on the #DF stack (rsp now {:#x}): interrupted rip={:#x} rsp={:#x}, guard page {:#x}..{:#x}",

@@ -14,6 +14,7 @@ use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
 use x86_64::registers::rflags::RFlags;
 
 use super::frame::TrapFrame;
+use super::{aist, atomic_ist};
 use crate::arch::x86_64::paging::{self, Mapping};
 use crate::arch::x86_64::{cea, gdt, tss};
 
@@ -119,6 +120,10 @@ core::arch::global_asm!(
     "    iretq",
     "3:  mov rsp, [rsp + {rsp_from_vector}]",
     "    swapgs",
+    // Ring 0 with the user's RSP and GS: an NMI, #MC or #DB here is what atomic-IST-entry's
+    // GS-from-MSR rule is for (the `syscall_gap` scenario puts a breakpoint here).
+    ".global ist_sysret_instruction",
+    "ist_sysret_instruction:",
     "    sysretq",
     "",
     // The SYSCALL path, after the trampoline: RSP is the thread's kernel stack holding a
@@ -226,6 +231,13 @@ extern "C" {
     static ist_syscall_trampoline_end: u8;
     fn ist_first_entry_to_user();
     static ist_iret_instruction: u8;
+    static ist_sysret_instruction: u8;
+}
+
+/// The SYSRET that returns to user space.
+pub fn sysret_instruction() -> u64 {
+    // SAFETY: only the symbol's address is taken.
+    unsafe { &ist_sysret_instruction as *const u8 as u64 }
 }
 
 /// Where a new user thread's first context switch returns to.
@@ -325,7 +337,11 @@ pub fn load_idt() {
             // #BP may be raised from ring 3 with INT3; every other gate is for ring 0 and
             // hardware only, so a user `int N` on it faults with #GP instead.
             let dpl = if v == 3 { 3 } else { 0 };
-            *gate = Gate::new(stubs + (v * STUB_SIZE) as u64, ist_slot(v as u8), dpl);
+            let handler = match atomic_ist::Event::ALL.into_iter().find(|e| e.vector() == v as u64) {
+                Some(e) => aist::entry_point(e),
+                None => stubs + (v * STUB_SIZE) as u64,
+            };
+            *gate = Gate::new(handler, ist_slot(v as u8), dpl);
         }
         Idt(gates)
     });

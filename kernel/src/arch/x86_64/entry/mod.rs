@@ -10,6 +10,8 @@ pub mod frame;
 pub mod sysret;
 
 #[cfg(target_os = "none")]
+pub mod aist;
+#[cfg(target_os = "none")]
 mod dispatch;
 #[cfg(target_os = "none")]
 pub mod extable;
