@@ -52,14 +52,17 @@ pub fn init_bsp() {
     );
 }
 
+/// The crate's `enable` also programs and unmasks the timer; an initial count of 0 keeps it
+/// stopped until `start_timer`. (A tiny periodic count here floods the machine: QEMU re-arms
+/// its timer every period even while the LVT entry is masked, and boots stalled for minutes.)
 fn builder() -> LocalApicBuilder {
     let mut b = LocalApicBuilder::new();
     b.timer_vector(vector::TIMER as usize)
         .error_vector(vector::APIC_ERROR as usize)
         .spurious_vector(vector::SPURIOUS as usize)
-        .timer_mode(TimerMode::Periodic)
+        .timer_mode(TimerMode::OneShot)
         .timer_divide(TimerDivide::Div16)
-        .timer_initial(TIMER_COUNT_10MS.load(Ordering::Relaxed).max(1))
+        .timer_initial(0)
         .set_xapic_base(XAPIC_BASE.load(Ordering::Relaxed));
     b
 }
