@@ -46,6 +46,7 @@ pub fn finish(verdict: Verdict<'_>) -> ! {
 
 pub fn power_off(pass: bool) -> ! {
     x86_64::instructions::interrupts::disable();
+    crate::arch::x86_64::serial::Com1::drain();
     // SAFETY: writes to the emulators' exit devices; on a machine without them these ports are
     // unclaimed and the writes are ignored, and we halt below.
     unsafe {

@@ -71,7 +71,24 @@ pub struct Case {
 }
 
 /// The kernel test scenarios every QEMU TCG configuration runs.
-pub const SCENARIOS: &[&str] = &["boot", "ipi", "page_fault", "stack_overflow", "timer"];
+pub const SCENARIOS: &[&str] = &[
+    "boot",
+    "ipi",
+    "page_fault",
+    "stack_overflow",
+    "timer",
+    "user",
+    "sysret",
+    "user_faults",
+    "preempt",
+    "ist_nesting",
+    "syscall_gap",
+    "nmi_storm",
+];
+/// Scenarios that also run on Bochs' Intel model: SYSRET's ring-0 #GP on a non-canonical
+/// return is Intel behaviour QEMU's TCG does not reproduce, and the nesting of #DB into the
+/// NMI entry should be seen on a second, independent CPU emulation.
+pub const BOCHS_SCENARIOS: &[&str] = &["boot", "sysret", "ist_nesting"];
 /// CPU counts of the QEMU TCG matrix.
 pub const TCG_SMP: &[u32] = &[1, 2, 4, 8];
 /// The Bochs CPU model that offers FRED (CPUID.(7,1).EAX bit 17) in a FRED-enabled build.
@@ -199,7 +216,8 @@ impl fmt::Display for Case {
 ///   in host exits), against 2 s under TCG, so KVM proves the kernel runs on a real CPU
 ///   model and leaves the scenarios to TCG;
 /// - `boot` through a genuine Limine release at 4 CPUs (skipped without `LIMINE_DIR`);
-/// - `boot` on Bochs' Intel `tigerlake` at 2 CPUs: the IST backend on an Intel CPU model;
+/// - `boot`, `sysret` and `ist_nesting` on Bochs' Intel `tigerlake` at 2 CPUs: the IST
+///   backend on an Intel CPU model;
 /// - `boot` on Bochs `wildcat_lake` with FRED on and off at 1 CPU (skipped without a
 ///   FRED-capable Bochs).
 pub fn matrix() -> Vec<Case> {
@@ -214,12 +232,16 @@ pub fn matrix() -> Vec<Case> {
         boot_path: BootPath::Limine,
         ..Case::new(Emulator::Qemu(Accel::Tcg), 4, "boot")
     });
-    cases.push(Case::new(Emulator::Bochs, 2, "boot"));
+    for &scenario in BOCHS_SCENARIOS {
+        cases.push(Case::new(Emulator::Bochs, 2, scenario));
+    }
     for fred in [true, false] {
         cases.push(Case {
             cpu_model: BOCHS_FRED_MODEL,
             fred,
-            expected_entry: Some(if fred { Backend::Fred } else { Backend::Ist }),
+            // The kernel has no FRED backend yet: on a FRED CPU it must still boot, with IST,
+            // and say why. The FRED issue turns the `fred=on` expectation into Backend::Fred.
+            expected_entry: Some(Backend::Ist),
             ..Case::new(Emulator::Bochs, 1, "boot")
         });
     }
@@ -265,20 +287,17 @@ mod tests {
     }
 
     #[test]
-    fn fred_model_cases_need_a_fred_bochs_and_expect_their_backend() {
+    fn fred_model_cases_need_a_fred_bochs_and_run_fred_on_and_off() {
         let fred_cases: Vec<Case> = matrix()
             .into_iter()
             .filter(|c| c.cpu_model == BOCHS_FRED_MODEL)
             .collect();
-        assert_eq!(fred_cases.len(), 2);
+        assert_eq!(fred_cases.iter().filter(|c| c.fred).count(), 1);
+        assert_eq!(fred_cases.iter().filter(|c| !c.fred).count(), 1);
         for case in fred_cases {
             assert_eq!(case.requirements(), vec![Requirement::FredBochs]);
-            let want = if case.fred {
-                Backend::Fred
-            } else {
-                Backend::Ist
-            };
-            assert_eq!(case.expected_entry, Some(want));
+            // Until the kernel has a FRED backend, both boot with IST.
+            assert_eq!(case.expected_entry, Some(Backend::Ist));
         }
     }
 

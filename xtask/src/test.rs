@@ -105,6 +105,7 @@ const HOST_TESTS: &[&[&str]] = &[
     &["-p", "kernel", "--lib"],
     &["-p", "elf"],
     &["-p", "abi"],
+    &["-p", "rt"],
     &["-p", "bridge", "--lib"],
     &["-p", "boot-tests"],
     &["-p", "xtask"],

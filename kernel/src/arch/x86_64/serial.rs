@@ -34,6 +34,22 @@ impl Com1 {
     }
 }
 
+impl Com1 {
+    /// Waits until the UART has sent everything (LSR.TEMT): an emulator switched off right
+    /// after a write would otherwise lose the last bytes.
+    pub fn drain() {
+        // SAFETY: COM1's line-status register, read only.
+        unsafe {
+            let mut lsr = Port::<u8>::new(COM1 + 5);
+            let mut spins = 0u32;
+            while lsr.read() & 0x40 == 0 && spins < 1_000_000 {
+                spins += 1;
+                core::hint::spin_loop();
+            }
+        }
+    }
+}
+
 impl core::fmt::Write for Com1 {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
         for b in s.bytes() {
