@@ -124,6 +124,11 @@ mod bsp {
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         log::error!("PANIC: {info}");
+        // Where was everybody else? Then stop them, so nothing runs on after the kernel broke.
+        if smp::online() > 1 {
+            smp::backtrace_others(50_000_000);
+            smp::nmi_others(smp::NMI_STOP);
+        }
         if harness::scenario().is_some() {
             harness::finish(Verdict::Fail(format_args!("kernel panic: {}", info.message())));
         }

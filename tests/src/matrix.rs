@@ -84,6 +84,7 @@ pub const SCENARIOS: &[&str] = &[
     "ist_nesting",
     "syscall_gap",
     "nmi_storm",
+    "nmi_backtrace",
 ];
 /// Scenarios that also run on Bochs' Intel model: SYSRET's ring-0 #GP on a non-canonical
 /// return is Intel behaviour QEMU's TCG does not reproduce, and the nesting of #DB into the

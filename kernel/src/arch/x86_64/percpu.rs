@@ -42,6 +42,8 @@ pub struct PerCpu {
     pub db_count: AtomicU64,
     pub mc_count: AtomicU64,
     pub last_nmi: [AtomicU64; 2],
+    /// What other CPUs want from this one's next NMI (`smp::NmiRequest` bits).
+    pub nmi_request: AtomicU64,
     pub last_db: [AtomicU64; 2],
 }
 
@@ -76,6 +78,7 @@ impl PerCpu {
                 db_count: AtomicU64::new(0),
                 mc_count: AtomicU64::new(0),
                 last_nmi: [AtomicU64::new(0), AtomicU64::new(0)],
+                nmi_request: AtomicU64::new(0),
                 last_db: [AtomicU64::new(0), AtomicU64::new(0)],
             });
         }

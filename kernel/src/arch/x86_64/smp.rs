@@ -232,3 +232,38 @@ pub fn on_ping() {
         ANSWERED[sender].insert(me);
     }
 }
+
+/// `PerCpu::nmi_request` bits: what the sender of an NMI wants the receiver to do.
+pub const NMI_BACKTRACE: u64 = 1 << 0;
+pub const NMI_STOP: u64 = 1 << 1;
+
+static BACKTRACES: AtomicUsize = AtomicUsize::new(0);
+
+/// Sends every other online CPU an NMI carrying `request`; returns how many were sent.
+pub fn nmi_others(request: u64) -> usize {
+    let me = percpu::cpu_index_or_boot();
+    let mut sent = 0;
+    for cpu in (0..online()).filter(|&c| c != me) {
+        percpu::of(cpu).nmi_request.fetch_or(request, Ordering::AcqRel);
+        apic::send_nmi(apic_id(cpu));
+        sent += 1;
+    }
+    sent
+}
+
+pub(crate) fn backtrace_answered() {
+    BACKTRACES.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Asks every other CPU where it is, by NMI (works even with their interrupts off), and waits
+/// up to `spins` iterations for the answers; returns how many answered.
+pub fn backtrace_others(spins: u64) -> usize {
+    let before = BACKTRACES.load(Ordering::Acquire);
+    let sent = nmi_others(NMI_BACKTRACE);
+    let mut n = 0;
+    while BACKTRACES.load(Ordering::Acquire) - before < sent && n < spins {
+        core::hint::spin_loop();
+        n += 1;
+    }
+    BACKTRACES.load(Ordering::Acquire) - before
+}

@@ -150,11 +150,27 @@ pub(super) fn kernel_ist_event(frame: &mut TrapFrame) {
     }
 }
 
+/// An NMI: counted, and, if another CPU asked for it, a report of where this CPU was (a
+/// cross-CPU backtrace) or a stop (after a panic elsewhere).
 fn nmi(frame: &TrapFrame) {
     let me = percpu::this();
     me.last_nmi[0].store(frame.rip, Ordering::Relaxed);
     me.last_nmi[1].store(frame.rsp, Ordering::Relaxed);
     me.nmi_count.fetch_add(1, Ordering::Relaxed);
+    let request = me.nmi_request.swap(0, Ordering::AcqRel);
+    if request & smp::NMI_BACKTRACE != 0 {
+        log::info!(
+            "cpu {} was at rip={:#x} rsp={:#x} ({}, backtrace by NMI)",
+            me.cpu_index,
+            frame.rip,
+            frame.rsp,
+            if frame.from_user() { "user" } else { "kernel" }
+        );
+        smp::backtrace_answered();
+    }
+    if request & smp::NMI_STOP != 0 {
+        crate::arch::x86_64::halt_forever();
+    }
 }
 
 fn machine_check(frame: &TrapFrame) {
