@@ -9,7 +9,7 @@ use crate::harness::{finish, Verdict};
 
 pub const NAMES: &[&str] = &[
     "boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt",
-    "ist_nesting", "syscall_gap", "nmi_storm", "nmi_backtrace",
+    "ist_nesting", "syscall_gap", "nmi_storm", "nmi_backtrace", "mce_inject",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -58,6 +58,7 @@ pub fn run(name: &'static str) -> ! {
         "ist_nesting" => ist_nesting(),
         "syscall_gap" => syscall_gap(),
         "nmi_storm" => nmi_storm(),
+        "mce_inject" => mce_inject(),
         "nmi_backtrace" => {
             // The others sit in HLT with interrupts on, or in user code: an NMI reaches them
             // either way, and each reports where it was.
@@ -356,6 +357,49 @@ fn nmi_storm() -> ! {
     }
     if n > 1 && nmis == 0 {
         finish(Verdict::Fail(format_args!("no NMI arrived")))
+    }
+    finish(Verdict::Pass)
+}
+
+/// The line after which the host injects machine checks through QEMU's monitor.
+pub const MCE_READY: &str = "MCE: inject now";
+
+/// Machine checks injected from outside (QEMU's `mce` monitor command, driven by xtask after
+/// the marker line) during an NMI storm, while utest checks its registers: every #MC must be
+/// reported and recovered from, and nothing else may break.
+fn mce_inject() -> ! {
+    extern "C" fn storm(_: u64) {
+        let me = percpu::this().cpu_index;
+        let mut round = 0u64;
+        while !STORM_STOP.load(Ordering::Acquire) {
+            round += 1;
+            for c in (0..smp::online()).filter(|&c| c != me) {
+                crate::arch::x86_64::apic::send_nmi(smp::apic_id(c));
+            }
+            if round % 8 == 0 {
+                crate::sched::sleep_ticks(1);
+            }
+        }
+        STORM_ROUNDS_DONE.fetch_add(1, Ordering::AcqRel);
+    }
+    let n = smp::online();
+    for c in 0..n {
+        if crate::sched::spawn_kernel(storm, 0, Some(c)).is_none() {
+            finish(Verdict::Fail(format_args!("cannot start the NMI storm thread on cpu {c}")))
+        }
+    }
+    let mces = || (0..n).map(|c| percpu::of(c).mc_count.load(Ordering::Relaxed)).sum::<u64>();
+    crate::println!("{MCE_READY}");
+    let arrived = wait_until(2000, || mces() >= n as u64);
+    let (ok, why) = run_user("utest", "sysret");
+    STORM_STOP.store(true, Ordering::Release);
+    wait_until(3000, || STORM_ROUNDS_DONE.load(Ordering::Acquire) == n);
+    log::info!("{} machine checks recovered on {n} CPUs during the NMI storm", mces());
+    if !arrived {
+        finish(Verdict::Fail(format_args!("only {} of {n} injected machine checks arrived", mces())))
+    }
+    if !ok {
+        finish(Verdict::Fail(format_args!("{why}")))
     }
     finish(Verdict::Pass)
 }

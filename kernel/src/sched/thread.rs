@@ -1,7 +1,6 @@
 //! Threads, the per-CPU scheduler and the context switch.
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use spin::Mutex;
@@ -98,24 +97,29 @@ impl CpuSched {
 const SLICE_TICKS: u32 = 2;
 
 static SCHED: [Mutex<CpuSched>; smp::MAX_CPUS] = [const { Mutex::new(CpuSched::new()) }; smp::MAX_CPUS];
+
+/// The scheduler state of `cpu`, locked with interrupts off: the timer interrupt takes the same
+/// lock (`tick`), so holding it with interrupts on would deadlock against our own timer.
+fn with_sched<R>(cpu: usize, f: impl FnOnce(&mut CpuSched) -> R) -> R {
+    x86_64::instructions::interrupts::without_interrupts(|| f(&mut SCHED[cpu].lock()))
+}
 static NEXT_TID: AtomicU64 = AtomicU64::new(1);
 
 /// The thread running on this CPU (`None` while idle).
 pub fn current() -> Option<Arc<Thread>> {
-    SCHED[percpu::this().cpu_index].lock().current.clone()
+    with_sched(percpu::this().cpu_index, |s| s.current.clone())
 }
 
 fn pick_cpu(cpu: Option<usize>) -> usize {
-    cpu.unwrap_or_else(|| least_loaded((0..smp::online()).map(|c| SCHED[c].lock().load)))
+    cpu.unwrap_or_else(|| least_loaded((0..smp::online()).map(|c| with_sched(c, |s| s.load))))
 }
 
 fn enqueue_new(thread: Arc<Thread>) {
     let cpu = thread.cpu;
-    {
-        let mut s = SCHED[cpu].lock();
+    with_sched(cpu, |s| {
         s.load += 1;
         s.run.push(thread);
-    }
+    });
     kick(cpu);
 }
 
@@ -227,7 +231,7 @@ extern "C" fn kernel_thread_exit() -> ! {
 /// Runs on the new context's stack right after every switch: drops the previous thread's
 /// reference (freeing a dead thread, whose stack is no longer in use).
 pub extern "C" fn finish_switch() {
-    let prev = SCHED[percpu::this().cpu_index].lock().previous.take();
+    let prev = with_sched(percpu::this().cpu_index, |s| s.previous.take());
     drop(prev);
 }
 
@@ -312,9 +316,9 @@ pub fn schedule() {
 pub fn tick() {
     let me = percpu::this();
     let now = me.ticks.load(Ordering::Relaxed);
-    let mut s = SCHED[me.cpu_index].lock();
-    let woken: Vec<_> = s.sleep.expire(now).collect();
-    for t in woken {
+    let mut guard = SCHED[me.cpu_index].lock(); // interrupts are off: we are the timer
+    let s = &mut *guard;
+    for t in s.sleep.expire(now) {
         t.set_state(State::Ready);
         s.run.push(t);
     }
@@ -326,19 +330,18 @@ pub fn tick() {
 
 /// Whether this CPU has a thread waiting to run (the idle loop's question).
 pub fn has_ready() -> bool {
-    !SCHED[percpu::this().cpu_index].lock().run.is_empty()
+    with_sched(percpu::this().cpu_index, |s| !s.run.is_empty())
 }
 
 /// Sleeps the current thread for at least `ticks` timer ticks.
 pub fn sleep_ticks(ticks: u64) {
     let me = percpu::this();
     let Some(cur) = current() else { return };
-    {
-        let mut s = SCHED[me.cpu_index].lock();
+    with_sched(me.cpu_index, |s| {
         cur.set_state(State::Sleeping);
         let wake = me.ticks.load(Ordering::Relaxed) + ticks.max(1);
         s.sleep.insert(wake, cur.clone());
-    }
+    });
     drop(cur);
     schedule();
 }
@@ -351,14 +354,13 @@ pub fn block_current(cur: &Arc<Thread>) {
 
 /// Makes a sleeping or blocked thread ready (from any CPU).
 pub fn wake(t: &Arc<Thread>) {
-    {
-        let mut s = SCHED[t.cpu].lock();
+    let woken = with_sched(t.cpu, |s| {
         match t.state() {
             State::Blocked => {}
             State::Sleeping => {
                 s.sleep.take_where(|x| Arc::ptr_eq(x, t));
             }
-            _ => return,
+            _ => return false,
         }
         t.set_state(State::Ready);
         // A blocked thread may still be on its way out of `schedule`'s caller on its own
@@ -369,22 +371,24 @@ pub fn wake(t: &Arc<Thread>) {
         } else {
             t.set_state(State::Running);
         }
+        true
+    });
+    if woken {
+        kick(t.cpu);
     }
-    kick(t.cpu);
 }
 
 /// Wakes every sleeping or blocked thread of `process` (it is being killed).
 pub fn wake_all_of(process: &Arc<Process>) {
     for cpu in 0..smp::online() {
-        let taken = {
-            let mut s = SCHED[cpu].lock();
+        let taken = with_sched(cpu, |s| {
             let taken = s.sleep.take_where(|t| t.process.as_ref().is_some_and(|p| Arc::ptr_eq(p, process)));
             for t in &taken {
                 t.set_state(State::Ready);
                 s.run.push(t.clone());
             }
             taken.len()
-        };
+        });
         if taken > 0 || process.ran_on.contains(cpu) {
             kick(cpu);
         }
@@ -397,7 +401,7 @@ pub fn exit_current() -> ! {
     x86_64::instructions::interrupts::disable();
     let cur = current().expect("exit_current outside a thread");
     cur.set_state(State::Dead);
-    SCHED[cur.cpu].lock().load -= 1;
+    with_sched(cur.cpu, |s| s.load -= 1);
     if let Some(p) = &cur.process {
         p.thread_ended(Some(&cur));
     }

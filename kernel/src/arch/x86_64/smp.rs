@@ -127,8 +127,12 @@ extern "C" fn ap_main(index: usize) -> ! {
 pub fn idle() -> ! {
     let me = percpu::this().cpu_index;
     loop {
+        // Interrupts stay off from the mailbox check until `idle_once`'s STI;HLT, so a wake-up
+        // IPI cannot slip in between and be lost.
+        x86_64::instructions::interrupts::disable();
         let f = MAILBOX[me].swap(0, Ordering::AcqRel);
         if f != 0 {
+            x86_64::instructions::interrupts::enable();
             // SAFETY: only `run_on` stores to mailboxes, and it stores `fn()` pointers.
             let f: fn() = unsafe { core::mem::transmute(f) };
             f();

@@ -173,19 +173,41 @@ fn nmi(frame: &TrapFrame) {
     }
 }
 
+/// #MC: report every bank that holds an error, then recover if the CPU says the interrupted
+/// context can go on (MCG_STATUS.RIPV), else stop (SDM Vol. 3B §16.3, §17.10).
 fn machine_check(frame: &TrapFrame) {
+    use x86_64::registers::model_specific::Msr;
+    const IA32_MCG_CAP: u32 = 0x179;
+    const IA32_MCG_STATUS: u32 = 0x17a;
+    const IA32_MC0_STATUS: u32 = 0x401;
+    const STATUS_VAL: u64 = 1 << 63;
     let me = percpu::this();
     me.mc_count.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: IA32_MCG_STATUS exists on CPUs with MCE (all x86_64 CPUs the kernel runs on).
-    let mcg_status = unsafe { x86_64::registers::model_specific::Msr::new(0x17a).read() };
-    let recoverable = mcg_status & 1 != 0; // RIPV: the interrupted context can be resumed
-    log::error!("#MC on cpu {} at rip={:#x}: MCG_STATUS={mcg_status:#x}, {}", me.cpu_index, frame.rip, if recoverable { "recoverable" } else { "not recoverable" });
-    if !recoverable {
-        fatal(frame, "unrecoverable machine check");
+    // SAFETY: the machine-check MSRs exist on every CPU that can raise #MC; bank registers are
+    // only touched below the count MCG_CAP reports.
+    unsafe {
+        let banks = Msr::new(IA32_MCG_CAP).read() & 0xff;
+        let mcg_status = Msr::new(IA32_MCG_STATUS).read();
+        let recoverable = mcg_status & 1 != 0; // RIPV
+        for bank in 0..banks as u32 {
+            let mut status_msr = Msr::new(IA32_MC0_STATUS + 4 * bank);
+            let status = status_msr.read();
+            if status & STATUS_VAL != 0 {
+                log::error!(
+                    "#MC on cpu {} at rip={:#x}: bank {bank} status {status:#x}, MCG_STATUS {mcg_status:#x}: {}",
+                    me.cpu_index,
+                    frame.rip,
+                    if recoverable { "recoverable, resuming" } else { "not recoverable" }
+                );
+                status_msr.write(0);
+            }
+        }
+        if !recoverable {
+            fatal(frame, "unrecoverable machine check");
+        }
+        // Clearing MCIP re-arms #MC: a second one while it is set shuts the machine down.
+        Msr::new(IA32_MCG_STATUS).write(0);
     }
-    // SAFETY: clearing MCG_STATUS.MCIP re-arms #MC (a second one while MCIP is set shuts the
-    // machine down).
-    unsafe { x86_64::registers::model_specific::Msr::new(0x17a).write(0) };
 }
 
 /// The SYSCALL path's high-level half: run the call, then decide how to return.
