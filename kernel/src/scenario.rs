@@ -361,8 +361,6 @@ fn nmi_storm() -> ! {
     finish(Verdict::Pass)
 }
 
-/// The line after which the host injects machine checks through QEMU's monitor.
-pub const MCE_READY: &str = "MCE: inject now";
 
 /// Machine checks injected from outside (QEMU's `mce` monitor command, driven by xtask after
 /// the marker line) during an NMI storm, while utest checks its registers: every #MC must be
@@ -389,7 +387,7 @@ fn mce_inject() -> ! {
         }
     }
     let mces = || (0..n).map(|c| percpu::of(c).mc_count.load(Ordering::Relaxed)).sum::<u64>();
-    crate::println!("{MCE_READY}");
+    crate::println!("{}", abi::harness::MCE_INJECT_MARKER);
     let arrived = wait_until(2000, || mces() >= n as u64);
     let (ok, why) = run_user("utest", "sysret");
     STORM_STOP.store(true, Ordering::Release);

@@ -85,6 +85,8 @@ pub const SCENARIOS: &[&str] = &[
     "syscall_gap",
     "nmi_storm",
     "nmi_backtrace",
+    // QEMU only: xtask injects the machine checks through QEMU's monitor.
+    "mce_inject",
 ];
 /// Scenarios that also run on Bochs' Intel model: SYSRET's ring-0 #GP on a non-canonical
 /// return is Intel behaviour QEMU's TCG does not reproduce, and the nesting of #DB into the

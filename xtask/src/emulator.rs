@@ -40,6 +40,20 @@ pub struct BootLimits {
     pub echo: bool,
 }
 
+impl BootLimits {
+    /// Whether the scenario needs machine checks injected from the host (QEMU only).
+    fn injects_mce(&self) -> bool {
+        self.scenario.as_deref() == Some(abi::harness::MCE_INJECT_SCENARIO)
+    }
+}
+
+/// QEMU monitor commands that raise one recoverable machine check on each CPU: bank 1,
+/// IA32_MCi_STATUS = VAL | UC | EN, MCG_STATUS = RIPV | MCIP (QEMU's `mce` command; an
+/// uncorrected error is what makes it deliver #MC rather than only log it).
+pub fn mce_commands(smp: u32) -> Vec<String> {
+    (0..smp).map(|cpu| format!("mce {cpu} 1 0xb000000000000000 0x5 0 0")).collect()
+}
+
 pub struct BootResult {
     pub serial: String,
     pub outcome: Outcome,
@@ -185,6 +199,11 @@ pub fn boot(
         Emulator::Qemu(_) => {
             let mut command = Command::new("qemu-system-x86_64");
             command.args(qemu_args(machine, iso));
+            if limits.injects_mce() {
+                let socket = work_dir.join("monitor.sock");
+                let _ = std::fs::remove_file(&socket);
+                command.arg("-monitor").arg(format!("unix:{},server,nowait", socket.display()));
+            }
             (command, false)
         }
         Emulator::Bochs => {
@@ -206,7 +225,20 @@ pub fn boot(
             (bochs.command(work_dir)?, true)
         }
     };
-    run_streaming(&mut command, &serial_log, tail_serial, limits)
+    let monitor = (limits.injects_mce() && matches!(machine.emulator, Emulator::Qemu(_)))
+        .then(|| (work_dir.join("monitor.sock"), mce_commands(machine.smp)));
+    run_streaming(&mut command, &serial_log, tail_serial, limits, monitor)
+}
+
+/// Sends `commands` to the QEMU monitor listening on `socket`.
+fn send_monitor(socket: &Path, commands: &[String]) -> Result<()> {
+    use std::os::unix::net::UnixStream;
+    let mut stream = UnixStream::connect(socket).map_err(|e| format!("QEMU monitor at {}: {e}", socket.display()))?;
+    for c in commands {
+        stream.write_all(format!("{c}\n").as_bytes()).map_err(|e| e.to_string())?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 enum Chunk {
@@ -249,6 +281,7 @@ fn run_streaming(
     serial_log: &Path,
     tail_serial: bool,
     limits: &BootLimits,
+    mut monitor: Option<(PathBuf, Vec<String>)>,
 ) -> Result<BootResult> {
     use std::os::unix::process::CommandExt;
     let shown = crate::util::show(command);
@@ -333,6 +366,12 @@ fn run_streaming(
                     got_any = true;
                     take_serial(&bytes, &mut serial);
                 }
+            }
+        }
+        if got_any && monitor.is_some() && String::from_utf8_lossy(&serial).contains(abi::harness::MCE_INJECT_MARKER) {
+            let (socket, commands) = monitor.take().expect("checked");
+            if let Err(e) = send_monitor(&socket, &commands) {
+                emulator_output.extend_from_slice(format!("xtask: cannot inject machine checks: {e}\n").as_bytes());
             }
         }
         if got_any && !ended {
@@ -490,12 +529,18 @@ mod tests {
             scenario: None,
             echo: false,
         };
-        let result = run_streaming(&mut command, &log, false, &limits).unwrap();
+        let result = run_streaming(&mut command, &log, false, &limits, None).unwrap();
         assert_eq!(result.outcome, Outcome::TimedOut);
         assert_eq!(result.serial, "booting\nstarted\n");
         assert!(result.elapsed < Duration::from_secs(5));
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "booting\nstarted\n");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mce_injection_raises_one_recoverable_machine_check_per_cpu() {
+        let c = mce_commands(2);
+        assert_eq!(c, ["mce 0 1 0xb000000000000000 0x5 0 0", "mce 1 1 0xb000000000000000 0x5 0 0"]);
     }
 
     #[test]
@@ -509,7 +554,7 @@ mod tests {
             scenario: Some("boot".into()),
             echo: false,
         };
-        let result = run_streaming(&mut command, &dir.join("serial.log"), false, &limits).unwrap();
+        let result = run_streaming(&mut command, &dir.join("serial.log"), false, &limits, None).unwrap();
         assert_eq!(result.outcome, Outcome::Exited(Some(33)));
         assert_eq!(result.serial, "TEST boot: PASS\n");
         assert_eq!(result.emulator_output, "oops\n");
@@ -531,7 +576,7 @@ mod tests {
             scenario: Some("x".into()),
             echo: false,
         };
-        let result = run_streaming(&mut command, &log, true, &limits).unwrap();
+        let result = run_streaming(&mut command, &log, true, &limits, None).unwrap();
         assert_eq!(result.serial, "one\nTEST x: PASS\n");
         assert_eq!(result.outcome, Outcome::Exited(Some(0)));
         assert_eq!(result.emulator_output, "bochs-noise\n");

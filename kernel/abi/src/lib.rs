@@ -21,6 +21,12 @@ pub mod harness {
     /// [`BOCHS_SHUTDOWN_PORT`]; its exit status carries no verdict, the serial log does.
     pub const BOCHS_SHUTDOWN_PORT: u16 = 0x8900;
     pub const BOCHS_SHUTDOWN_STRING: &[u8] = b"Shutdown";
+
+    /// The `mce_inject` scenario prints this line when it is ready for machine checks; the
+    /// host then injects one per CPU through QEMU's monitor.
+    pub const MCE_INJECT_MARKER: &str = "MCE: inject now";
+    /// The scenario that needs the host to inject machine checks.
+    pub const MCE_INJECT_SCENARIO: &str = "mce_inject";
 }
 
 /// System calls: `SYSCALL` with the number in RAX and arguments in RDI, RSI, RDX, R10, R8, R9

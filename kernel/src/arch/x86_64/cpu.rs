@@ -94,6 +94,8 @@ pub fn enable_protections(f: &Features) {
             Efer::update(|e| e.insert(EferFlags::NO_EXECUTE_ENABLE));
         }
         Cr4::update(|c| {
+            // Without CR4.MCE a machine check shuts the CPU down instead of raising #MC.
+            c.insert(Cr4Flags::MACHINE_CHECK_EXCEPTION);
             if f.pge {
                 c.insert(Cr4Flags::PAGE_GLOBAL);
             }

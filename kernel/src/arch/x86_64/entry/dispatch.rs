@@ -193,7 +193,8 @@ fn machine_check(frame: &TrapFrame) {
             let mut status_msr = Msr::new(IA32_MC0_STATUS + 4 * bank);
             let status = status_msr.read();
             if status & STATUS_VAL != 0 {
-                log::error!(
+                log::log!(
+                    if recoverable { log::Level::Warn } else { log::Level::Error },
                     "#MC on cpu {} at rip={:#x}: bank {bank} status {status:#x}, MCG_STATUS {mcg_status:#x}: {}",
                     me.cpu_index,
                     frame.rip,
