@@ -2,8 +2,9 @@
 //!
 //! - HHDM at [`HHDM_OFFSET`]: `[0, 4 GiB)` and every firmware memory map range (grown to the
 //!   page size used), read/write, no NX (PROTOCOL.md: "supervisor, read, write, execute").
-//! - The identity map of the same ranges, from 0x1000 up (page 0 stays unmapped). The bridge
-//!   runs on it until the hand-off; it stays for base revision 0 only, as in Limine.
+//! - An identity map from 0x1000 up (page 0 stays unmapped), which the bridge runs on until
+//!   the hand-off: of the first 4 GiB, or of all the direct ranges for base revision 0, the
+//!   only revision that keeps it (as in Limine).
 //! - The kernel's `PT_LOAD` segments at their link addresses, 4 KiB pages, writable and
 //!   executable as the ELF flags say (NX when the CPU has it), backed by one physically
 //!   contiguous block with a single virtual-to-physical offset.
@@ -55,25 +56,35 @@ pub fn direct_map_ranges(firmware: &FirmwareMap, granule: u64, phys_bits: u32) -
     merged
 }
 
-/// Maps the direct ranges at the HHDM, and from 0x1000 up at identity if `identity`.
+/// Maps the direct ranges at the HHDM, and the part of them in `[0x1000, identity_end)` at
+/// identity.
 pub fn map_direct(
     space: &AddressSpace,
     mem: &mut impl TableMemory,
     ranges: &[Range],
     gigantic: bool,
-    identity: bool,
+    identity_end: u64,
 ) -> Result<(), PagingError> {
     let rw = Flags::WRITABLE;
     for r in ranges {
         space.map_range(mem, HHDM_OFFSET + r.start, r.start, r.len(), rw, gigantic)?;
-        if identity {
-            let start = r.start.max(SIZE_4K);
-            if start < r.end {
-                space.map_range(mem, start, start, r.end - start, rw, gigantic)?;
-            }
+        let (start, end) = (r.start.max(SIZE_4K), r.end.min(identity_end));
+        if start < end {
+            space.map_range(mem, start, start, end - start, rw, gigantic)?;
         }
     }
     Ok(())
+}
+
+/// How far the identity map reaches: everything the HHDM covers for base revision 0 (which
+/// keeps it, as in Limine); otherwise only the first 4 GiB, all the bridge itself touches
+/// before removing it.
+pub fn identity_end(base_revision: u64) -> u64 {
+    if base_revision == 0 {
+        u64::MAX
+    } else {
+        FOUR_GIB
+    }
 }
 
 /// The page granule the direct map is grown to.
@@ -175,13 +186,31 @@ mod tests {
     fn identity_map_starts_at_page_one_and_hhdm_at_zero() {
         let mut mem = SimMemory::default();
         let space = AddressSpace::new(&mut mem).unwrap();
-        map_direct(&space, &mut mem, &[Range::new(0, 1 << 32)], true, true).unwrap();
+        map_direct(&space, &mut mem, &[Range::new(0, 1 << 32)], true, u64::MAX).unwrap();
         assert_eq!(space.translate(&mem, HHDM_OFFSET).unwrap().0, 0);
         assert!(space.translate(&mem, 0).is_none());
         assert_eq!(space.translate(&mem, 0x1000).unwrap().0, 0x1000);
         assert_eq!(space.translate(&mem, 0xffff_f000).unwrap().0, 0xffff_f000);
         let (_, flags) = space.translate(&mem, HHDM_OFFSET + 0x1234_5000).unwrap();
         assert!(flags.contains(Flags::WRITABLE) && !flags.contains(Flags::NO_EXECUTE));
+    }
+
+    #[test]
+    fn identity_map_above_four_gib_is_only_built_for_base_revision_0() {
+        let high = Range::new(0x10_0000_0000, 0x10_4000_0000);
+        for (revision, mapped) in [(0, true), (1, false), (3, false)] {
+            let mut mem = SimMemory::default();
+            let space = AddressSpace::new(&mut mem).unwrap();
+            let ranges = [Range::new(0, 1 << 32), high];
+            map_direct(&space, &mut mem, &ranges, false, identity_end(revision)).unwrap();
+            assert_eq!(
+                space.translate(&mem, high.start).is_some(),
+                mapped,
+                "revision {revision}"
+            );
+            assert!(space.translate(&mem, HHDM_OFFSET + high.start).is_some());
+            assert!(space.translate(&mem, 0xfff0_0000).is_some());
+        }
     }
 
     #[test]

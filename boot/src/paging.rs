@@ -65,6 +65,46 @@ fn index(virt: u64, level: u32) -> usize {
 /// Flags of the tables that lead to a leaf: the leaf alone decides writability and NX.
 const TABLE_FLAGS: Flags = Flags::PRESENT.union(Flags::WRITABLE);
 
+/// The paging level whose entries map pages of `size`, after checking the addresses.
+fn leaf_level(virt: u64, phys: u64, size: u64) -> Result<u32, PagingError> {
+    if !canonical(virt) {
+        return Err(PagingError::NonCanonical { virt });
+    }
+    if !virt.is_multiple_of(size) || !phys.is_multiple_of(size) {
+        return Err(PagingError::Misaligned { virt, phys, size });
+    }
+    match size {
+        SIZE_4K => Ok(1),
+        SIZE_2M => Ok(2),
+        SIZE_1G => Ok(3),
+        _ => Err(PagingError::Misaligned { virt, phys, size }),
+    }
+}
+
+/// Writes the leaf entry for `virt` in `table`; an identical entry already there is fine.
+fn set_leaf(
+    mem: &mut impl TableMemory,
+    table: u64,
+    virt: u64,
+    phys: u64,
+    level: u32,
+    flags: Flags,
+) -> Result<(), PagingError> {
+    let huge = if level > 1 {
+        Flags::HUGE_PAGE
+    } else {
+        Flags::empty()
+    };
+    let leaf = phys | (flags | huge | Flags::PRESENT).bits();
+    let i = index(virt, level);
+    match mem.read(table, i) {
+        0 => mem.write(table, i, leaf),
+        same if same == leaf => {}
+        _ => return Err(PagingError::Conflict { virt }),
+    }
+    Ok(())
+}
+
 /// A 4-level address space rooted at `pml4`.
 #[derive(Debug, Clone, Copy)]
 pub struct AddressSpace {
@@ -88,20 +128,21 @@ impl AddressSpace {
         size: u64,
         flags: Flags,
     ) -> Result<(), PagingError> {
-        if !canonical(virt) {
-            return Err(PagingError::NonCanonical { virt });
-        }
-        if !virt.is_multiple_of(size) || !phys.is_multiple_of(size) {
-            return Err(PagingError::Misaligned { virt, phys, size });
-        }
-        let leaf_level = match size {
-            SIZE_4K => 1,
-            SIZE_2M => 2,
-            SIZE_1G => 3,
-            _ => return Err(PagingError::Misaligned { virt, phys, size }),
-        };
+        let level = leaf_level(virt, phys, size)?;
+        let table = self.leaf_table(mem, virt, level)?;
+        set_leaf(mem, table, virt, phys, level, flags)
+    }
+
+    /// The table that holds `virt`'s leaf entry at `level` (1: 4 KiB, 2: 2 MiB, 3: 1 GiB),
+    /// created on the way if missing.
+    fn leaf_table(
+        &self,
+        mem: &mut impl TableMemory,
+        virt: u64,
+        level: u32,
+    ) -> Result<u64, PagingError> {
         let mut table = self.pml4;
-        for level in (leaf_level + 1..=4).rev() {
+        for level in (level + 1..=4).rev() {
             let i = index(virt, level);
             let entry = mem.read(table, i);
             table = if entry & Flags::PRESENT.bits() == 0 {
@@ -114,23 +155,12 @@ impl AddressSpace {
                 entry & ADDRESS_MASK
             };
         }
-        let huge = if leaf_level > 1 {
-            Flags::HUGE_PAGE
-        } else {
-            Flags::empty()
-        };
-        let leaf = phys | (flags | huge | Flags::PRESENT).bits();
-        let i = index(virt, leaf_level);
-        match mem.read(table, i) {
-            0 => mem.write(table, i, leaf),
-            same if same == leaf => {}
-            _ => return Err(PagingError::Conflict { virt }),
-        }
-        Ok(())
+        Ok(table)
     }
 
     /// Maps `[phys, phys + len)` at `virt` with the largest pages alignment allows (1 GiB ones
-    /// only if `gigantic` pages are available). All three must be 4 KiB aligned.
+    /// only if `gigantic` pages are available). All three must be 4 KiB aligned. Consecutive
+    /// pages in one table reuse the walk (the HHDM has thousands of them).
     pub fn map_range(
         &self,
         mem: &mut impl TableMemory,
@@ -140,6 +170,8 @@ impl AddressSpace {
         flags: Flags,
         gigantic: bool,
     ) -> Result<(), PagingError> {
+        // (leaf level, which table-sized region of the address space, that table)
+        let mut cached: Option<(u32, u64, u64)> = None;
         let mut done = 0;
         while done < len {
             let (v, p, left) = (virt.wrapping_add(done), phys + done, len - done);
@@ -151,7 +183,14 @@ impl AddressSpace {
             } else {
                 SIZE_4K
             };
-            self.map(mem, v, p, size, flags)?;
+            let level = leaf_level(v, p, size)?;
+            let region = v >> (12 + 9 * level);
+            let table = match cached {
+                Some((l, r, table)) if l == level && r == region => table,
+                _ => self.leaf_table(mem, v, level)?,
+            };
+            cached = Some((level, region, table));
+            set_leaf(mem, table, v, p, level, flags)?;
             done += size;
         }
         Ok(())
@@ -252,6 +291,25 @@ pub mod tests {
             space.translate(&mem, HHDM + 0x1234_5678).unwrap().0,
             0x1234_5678
         );
+    }
+
+    #[test]
+    fn long_range_maps_every_page_across_table_boundaries() {
+        let mut mem = SimMemory::default();
+        let space = AddressSpace::new(&mut mem).unwrap();
+        let (virt, phys, len) = (
+            HHDM + SIZE_1G - 3 * SIZE_2M,
+            SIZE_1G - 3 * SIZE_2M,
+            2 * SIZE_1G,
+        );
+        space
+            .map_range(&mut mem, virt, phys, len, RW, false)
+            .unwrap();
+        for page in (0..len).step_by(SIZE_2M as usize) {
+            assert_eq!(space.translate(&mem, virt + page).unwrap().0, phys + page);
+        }
+        assert!(space.translate(&mem, virt + len).is_none());
+        assert!(space.translate(&mem, virt - 1).is_none());
     }
 
     #[test]

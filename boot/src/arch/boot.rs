@@ -274,8 +274,15 @@ fn boot(mbi_phys: u64) -> Handoff {
     let space = AddressSpace::new(&mut tables).or_fail("building page tables");
     let granule = layout::direct_granule(features.gigantic_pages);
     let direct = layout::direct_map_ranges(&firmware, granule, features.phys_bits);
-    layout::map_direct(&space, &mut tables, &direct, features.gigantic_pages, true)
-        .or_fail("building the direct map");
+    let identity_end = layout::identity_end(revision);
+    layout::map_direct(
+        &space,
+        &mut tables,
+        &direct,
+        features.gigantic_pages,
+        identity_end,
+    )
+    .or_fail("building the direct map");
     layout::map_kernel(&space, &mut tables, &kernel.elf, kernel.block, features.nx)
         .or_fail("mapping the kernel");
     switch_address_space(&space, &features);
