@@ -93,6 +93,22 @@ pub const SCENARIOS: &[&str] = &[
 /// hang on Bochs after the first instruction breakpoint, under investigation: they run on
 /// QEMU only for now.)
 pub const BOCHS_SCENARIOS: &[&str] = &["boot", "sysret"];
+/// Scenarios run on Bochs `wildcat_lake` with FRED on and with FRED off. (`sysret`,
+/// `ist_nesting` and `syscall_gap` test IST-only mechanisms; `mce_inject` needs QEMU's monitor.)
+pub const FRED_SCENARIOS: &[&str] = &[
+    "boot",
+    "ipi",
+    "page_fault",
+    "stack_overflow",
+    "timer",
+    "user",
+    "user_faults",
+    "preempt",
+    "nmi_storm",
+    "nmi_backtrace",
+];
+/// CPU counts of the FRED on/off matrix.
+pub const FRED_SMP: &[u32] = &[1, 4];
 /// CPU counts of the QEMU TCG matrix.
 pub const TCG_SMP: &[u32] = &[1, 2, 4, 8];
 /// The Bochs CPU model that offers FRED (CPUID.(7,1).EAX bit 17) in a FRED-enabled build.
@@ -222,8 +238,8 @@ impl fmt::Display for Case {
 /// - `boot` through a genuine Limine release at 4 CPUs (skipped without `LIMINE_DIR`);
 /// - `boot` and `sysret` on Bochs' Intel `tigerlake` at 2 CPUs: the IST backend on an Intel
 ///   CPU model;
-/// - `boot` on Bochs `wildcat_lake` with FRED on and off at 1 CPU (skipped without a
-///   FRED-capable Bochs).
+/// - the FRED scenarios on Bochs `wildcat_lake` with FRED on and off at 1 and 4 CPUs (skipped
+///   without a FRED-capable Bochs).
 pub fn matrix() -> Vec<Case> {
     let mut cases = Vec::new();
     for &smp in TCG_SMP {
@@ -239,15 +255,18 @@ pub fn matrix() -> Vec<Case> {
     for &scenario in BOCHS_SCENARIOS {
         cases.push(Case::new(Emulator::Bochs, 2, scenario));
     }
-    for fred in [true, false] {
-        cases.push(Case {
-            cpu_model: BOCHS_FRED_MODEL,
-            fred,
-            // The kernel has no FRED backend yet: on a FRED CPU it must still boot, with IST,
-            // and say why. The FRED issue turns the `fred=on` expectation into Backend::Fred.
-            expected_entry: Some(Backend::Ist),
-            ..Case::new(Emulator::Bochs, 1, "boot")
-        });
+    // The same CPU model with FRED on and off: both backends on identical (emulated) hardware.
+    for &smp in FRED_SMP {
+        for &scenario in FRED_SCENARIOS {
+            for fred in [true, false] {
+                cases.push(Case {
+                    cpu_model: BOCHS_FRED_MODEL,
+                    fred,
+                    expected_entry: Some(if fred { Backend::Fred } else { Backend::Ist }),
+                    ..Case::new(Emulator::Bochs, smp, scenario)
+                });
+            }
+        }
     }
     cases
 }
@@ -291,17 +310,18 @@ mod tests {
     }
 
     #[test]
-    fn fred_model_cases_need_a_fred_bochs_and_run_fred_on_and_off() {
+    fn fred_model_cases_need_a_fred_bochs_and_run_each_scenario_fred_on_and_off() {
         let fred_cases: Vec<Case> = matrix()
             .into_iter()
             .filter(|c| c.cpu_model == BOCHS_FRED_MODEL)
             .collect();
-        assert_eq!(fred_cases.iter().filter(|c| c.fred).count(), 1);
-        assert_eq!(fred_cases.iter().filter(|c| !c.fred).count(), 1);
-        for case in fred_cases {
+        assert_eq!(fred_cases.len(), FRED_SCENARIOS.len() * FRED_SMP.len() * 2);
+        for case in &fred_cases {
             assert_eq!(case.requirements(), vec![Requirement::FredBochs]);
-            // Until the kernel has a FRED backend, both boot with IST.
-            assert_eq!(case.expected_entry, Some(Backend::Ist));
+            let want = if case.fred { Backend::Fred } else { Backend::Ist };
+            assert_eq!(case.expected_entry, Some(want));
+            let twin = fred_cases.iter().find(|c| c.fred != case.fred && c.smp == case.smp && c.scenario == case.scenario);
+            assert!(twin.is_some(), "{case} has no twin with FRED {}", if case.fred { "off" } else { "on" });
         }
     }
 

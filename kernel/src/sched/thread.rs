@@ -9,7 +9,7 @@ use super::process::Process;
 use super::queue::{least_loaded, RunQueue, SleepQueue};
 use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::entry::{self, vector};
-use crate::arch::x86_64::{apic, cea, gdt, paging, percpu, smp};
+use crate::arch::x86_64::{apic, gdt, paging, percpu, smp};
 use crate::mm::kvm::KernelStack;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,8 +274,7 @@ pub fn schedule() {
             Some(n) => {
                 n.set_state(State::Running);
                 let top = n.kstack.top;
-                me.kernel_stack_top.store(top, Ordering::Relaxed);
-                cea::set_rsp0(cpu, top);
+                entry::set_kernel_stack(cpu, top);
                 match &n.process {
                     Some(p) => {
                         p.ran_on.insert(cpu);

@@ -233,8 +233,7 @@ pub fn bring_up(cpu_index: usize, lapic_id: u32) -> KernelStack {
             (stack.bottom, stack.top),
         )
     };
-    super::entry::load_idt();
-    super::entry::ist::init_syscall(cpu_index);
+    super::entry::init_this_cpu(cpu_index);
     log::info!("cpu {cpu_index}: entry area at {base:#x} ({})", super::entry::backend().name());
     stack
 }

@@ -3,7 +3,7 @@
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use super::frame::TrapFrame;
-use super::{extable, ist, sysret};
+use super::{extable, fred, ist, sysret};
 use crate::sched;
 
 use crate::arch::x86_64::cpu::Features;
@@ -50,10 +50,7 @@ pub fn select(choice: EntryChoice, features: &Features) -> Backend {
             log::error!("entry=fred asked for, but this CPU has no FRED (CPUID.(7,1):EAX[17] = 0): using ist");
             Backend::Ist
         }
-        (EntryChoice::Fred | EntryChoice::Auto, true) => {
-            log::warn!("the CPU has FRED, but this kernel has no FRED backend yet: using ist");
-            Backend::Ist
-        }
+        (EntryChoice::Fred | EntryChoice::Auto, true) => Backend::Fred,
         (EntryChoice::Auto, false) => Backend::Ist,
     };
     BACKEND.store(backend as u8, Ordering::Relaxed);
@@ -68,9 +65,64 @@ pub fn backend() -> Backend {
     }
 }
 
-/// Loads this CPU's event-delivery tables for the selected backend.
-pub fn load_idt() {
+/// Sets up this CPU's event delivery for the selected backend (after its entry area exists).
+pub fn init_this_cpu(cpu_index: usize) {
+    // The IDT and the SYSCALL MSRs also serve FRED: STAR gives FRED its selectors, and the
+    // IDT stays valid until CR4.FRED is set.
     ist::load_idt();
+    ist::init_syscall(cpu_index);
+    if backend() == Backend::Fred {
+        fred::init_this_cpu(cpu_index);
+    }
+}
+
+/// The kernel stack the next event from ring 3 lands on (the running thread's), on this CPU.
+pub fn set_kernel_stack(cpu_index: usize, top: u64) {
+    percpu::this().kernel_stack_top.store(top, Ordering::Relaxed);
+    crate::arch::x86_64::cea::set_rsp0(cpu_index, top);
+    if backend() == Backend::Fred {
+        fred::set_rsp0(top);
+    }
+}
+
+/// The faulting address of a #PF: FRED hands it over in the frame, the IDT path in CR2.
+fn fault_address(frame: &TrapFrame) -> u64 {
+    match backend() {
+        Backend::Fred => fred::event_data(frame),
+        Backend::Ist => cr2(),
+    }
+}
+
+/// Why a #DB happened, in DR6's layout.
+fn debug_status(frame: &TrapFrame) -> u64 {
+    match backend() {
+        Backend::Fred => fred::event_data(frame),
+        Backend::Ist => x86_64::registers::debug::Dr6::read().bits(),
+    }
+}
+
+/// A FRED event from ring 3: SYSCALL, or anything the common handlers take.
+pub(super) extern "C" fn fred_user_event(frame: &mut TrapFrame) {
+    let vector = fred::vector_of(frame);
+    if fred::event_type_of(frame) == fred::event_type::OTHER && vector == fred::OTHER_SYSCALL {
+        x86_64::instructions::interrupts::enable();
+        crate::syscall::dispatch(frame);
+        x86_64::instructions::interrupts::disable();
+        sched::before_user_return();
+        return;
+    }
+    frame.vector = vector;
+    trap_dispatch(frame);
+}
+
+/// A FRED event from ring 0. NMI, #DB and #MC need no GS care here: under FRED the kernel never
+/// runs with the user's GS.
+pub(super) extern "C" fn fred_kernel_event(frame: &mut TrapFrame) {
+    frame.vector = fred::vector_of(frame);
+    match frame.vector {
+        1 | 2 | 18 => kernel_ist_event(frame),
+        _ => trap_dispatch(frame),
+    }
 }
 
 const EXCEPTION_NAMES: [&str; 32] = [
@@ -97,7 +149,11 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         18 => machine_check(frame),
         v if v < 32 && from_user => user_fault(frame),
         14 => page_fault(frame),
-        13 if frame.rip == ist::iret_instruction() => bad_iret(frame),
+        // SAFETY (both arms): RSP of the faulting context points at the return frame the
+        // kernel built on this thread's kernel stack: IRET's starts with RIP, ERETU's with the
+        // error code.
+        13 if frame.rip == ist::iret_instruction() => bad_return(frame, unsafe { *(frame.rsp as *const u64) }),
+        13 if frame.rip == fred::eretu_instruction() => bad_return(frame, unsafe { *((frame.rsp + 8) as *const u64) }),
         v if v < 32 => fatal(frame, "unexpected exception"),
         vector::TIMER => {
             percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
@@ -135,13 +191,13 @@ pub(super) fn kernel_ist_event(frame: &mut TrapFrame) {
         2 => nmi(frame),
         1 => {
             let me = percpu::this();
-            let dr6 = x86_64::registers::debug::Dr6::read();
+            let dr6 = debug_status(frame);
             me.last_db[0].store(frame.rip, Ordering::Relaxed);
             me.last_db[1].store(frame.rsp, Ordering::Relaxed);
             me.db_count.fetch_add(1, Ordering::Relaxed);
             // SAFETY: DR6 is sticky; clearing it makes the next #DB's cause unambiguous.
             unsafe { core::arch::asm!("xor eax, eax", "mov dr6, rax", out("rax") _, options(nomem, nostack)) };
-            if dr6.bits() & 0xf != 0 {
+            if dr6 & 0xf != 0 {
                 // An instruction breakpoint: resume without hitting it again (RF).
                 frame.rflags |= sysret::RFLAGS_RF;
             }
@@ -249,15 +305,12 @@ pub(super) extern "C" fn first_run() {
     sched::before_user_return();
 }
 
-/// The IRET back to user space faulted in ring 0: the return context the thread asked for is
-/// impossible (a non-canonical RIP, say). The thread dies; the kernel carries on.
-fn bad_iret(frame: &TrapFrame) -> ! {
-    let me = percpu::this();
-    // SAFETY: RSP of the faulting context points at the IRET frame the kernel built on this
-    // thread's kernel stack.
-    let bad_rip = unsafe { *(frame.rsp as *const u64) };
-    me.bad_iret_kills.fetch_add(1, Ordering::Relaxed);
-    report_user_kill(13, "#GP on IRET to user", frame.error_code, bad_rip, 0);
+/// The return to user space (IRET, or FRED's ERETU) faulted in ring 0: the return context the
+/// thread asked for is impossible (a non-canonical RIP, say). The thread dies; the kernel
+/// carries on.
+fn bad_return(frame: &TrapFrame, bad_rip: u64) -> ! {
+    percpu::this().bad_iret_kills.fetch_add(1, Ordering::Relaxed);
+    report_user_kill(13, "#GP on the return to user", frame.error_code, bad_rip, 0);
     sched::exit_current()
 }
 
@@ -277,7 +330,7 @@ fn report_user_kill(vector: u64, what: &str, error: u64, rip: u64, addr: u64) {
 fn user_fault(frame: &TrapFrame) -> ! {
     let v = frame.vector as usize;
     let name = EXCEPTION_NAMES[v].split(' ').next().unwrap_or("?");
-    let addr = if v == 14 { cr2() } else { 0 };
+    let addr = if v == 14 { fault_address(frame) } else { 0 };
     report_user_kill(frame.vector, name, frame.error_code, frame.rip, addr);
     sched::exit_current()
 }
@@ -285,8 +338,8 @@ fn user_fault(frame: &TrapFrame) -> ! {
 /// #DB from user space. A single-step trap (TF, e.g. left set by a return context) is
 /// acknowledged by clearing TF, since no debugger is attached; anything else is a fault.
 fn user_debug_trap(frame: &mut TrapFrame) {
-    let dr6 = x86_64::registers::debug::Dr6::read();
-    if dr6.contains(x86_64::registers::debug::Dr6Flags::STEP) {
+    if debug_status(frame) & (1 << 14) != 0 {
+        // BS: single-step
         frame.rflags &= !sysret::RFLAGS_TF;
         log::info!("single-step trap at rip={:#x} from user space: TF cleared", frame.rip);
         return;
@@ -295,7 +348,7 @@ fn user_debug_trap(frame: &mut TrapFrame) {
 }
 
 fn page_fault(frame: &mut TrapFrame) {
-    let addr = cr2();
+    let addr = fault_address(frame);
     if !frame.from_user() && extable::fixup(frame) {
         let me = percpu::this();
         me.last_fixup_cr2.store(addr, Ordering::Relaxed);
@@ -328,7 +381,7 @@ fn double_fault(frame: &mut TrapFrame) {
     }
     if me.expect_stack_overflow.load(Ordering::Relaxed) {
         log::info!(
-            "#DF (vector 8) on cpu {} on the #DF stack (rsp now {:#x}): interrupted rip={:#x} rsp={:#x}, guard page {:#x}..{:#x}",
+            "#DF (vector 8) on cpu {} (rsp now {:#x}): interrupted rip={:#x} rsp={:#x}, guard page {:#x}..{:#x}",
             me.cpu_index,
             current_rsp(),
             frame.rip,
@@ -336,8 +389,14 @@ fn double_fault(frame: &mut TrapFrame) {
             guard.start,
             guard.end
         );
-        let df_stack = crate::arch::x86_64::cea::stack_tops(me.cpu_index).df;
-        let on_df_stack = (df_stack - (crate::arch::x86_64::cea::DF_STACK_PAGES * 4096) as u64..df_stack).contains(&current_rsp());
+        use crate::arch::x86_64::cea;
+        let tops = cea::stack_tops(me.cpu_index);
+        // The #DF stack: its IST slot, or FRED's stack level 3.
+        let df_stack = match backend() {
+            Backend::Ist => tops.df - (cea::DF_STACK_PAGES * cea::PAGE) as u64..tops.df,
+            Backend::Fred => tops.fred[2] - (cea::FRED_STACK_PAGES * cea::PAGE) as u64..tops.fred[2],
+        };
+        let on_df_stack = df_stack.contains(&current_rsp());
         if rsp_near_guard && on_df_stack {
             log::info!("stack overflow on cpu {} caught by the guard page", me.cpu_index);
             harness::finish(Verdict::Pass);
@@ -389,6 +448,7 @@ fn fatal(frame: &TrapFrame, why: &str) -> ! {
 /// user space.
 pub fn first_entry_to_user() -> u64 {
     match backend() {
-        Backend::Ist | Backend::Fred => ist::first_entry_to_user(),
+        Backend::Ist => ist::first_entry_to_user(),
+        Backend::Fred => fred::first_entry_to_user(),
     }
 }

@@ -16,6 +16,8 @@ mod dispatch;
 #[cfg(target_os = "none")]
 pub mod extable;
 #[cfg(target_os = "none")]
+pub mod fred;
+#[cfg(target_os = "none")]
 pub mod ist;
 
 #[cfg(target_os = "none")]
