@@ -9,7 +9,7 @@ use crate::harness::{finish, Verdict};
 
 pub const NAMES: &[&str] = &[
     "boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt",
-    "ist_nesting", "syscall_gap", "nmi_storm", "nmi_backtrace", "mce_inject",
+    "ist_nesting", "syscall_gap", "nmi_storm", "nmi_backtrace", "mce_inject", "nesting",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -56,6 +56,10 @@ pub fn run(name: &'static str) -> ! {
         }),
         "preempt" => user_program("utest", "preempt", |_| Ok(())),
         "ist_nesting" => ist_nesting(),
+        "nesting" => match crate::arch::x86_64::entry::backend() {
+            crate::arch::x86_64::entry::Backend::Ist => ist_nesting(),
+            crate::arch::x86_64::entry::Backend::Fred => fred_nesting(),
+        },
         "syscall_gap" => syscall_gap(),
         "nmi_storm" => nmi_storm(),
         "mce_inject" => mce_inject(),
@@ -290,6 +294,38 @@ fn ist_nesting() -> ! {
         me.aist_proxied.load(Ordering::Relaxed),
         me.cpu_index
     );
+    finish(Verdict::Pass)
+}
+
+/// FRED's stack levels at work: a #DB (level 1) raised inside the NMI handler (level 2) runs on
+/// the NMI's stack, without a switch, because its level is not above the current one.
+fn fred_nesting() -> ! {
+    let me = percpu::this();
+    let tops = cea::stack_tops(me.cpu_index);
+    let size = (cea::FRED_STACK_PAGES * cea::PAGE) as u64;
+    let level = |top: u64| top - size..top;
+    let (level1, level2) = (level(tops.fred[0]), level(tops.fred[1]));
+    let target = crate::arch::x86_64::entry::nmi_handler_address();
+    let (nmis, dbs) = (me.nmi_count.load(Ordering::Relaxed), me.db_count.load(Ordering::Relaxed));
+    breakpoint(0, Some(target));
+    crate::arch::x86_64::apic::send_nmi(smp::apic_id(me.cpu_index));
+    let arrived = wait_until(100, || me.nmi_count.load(Ordering::Relaxed) > nmis);
+    breakpoint(0, None);
+    let (db_rip, db_rsp, handler_rsp) =
+        (me.last_db[0].load(Ordering::Relaxed), me.last_db[1].load(Ordering::Relaxed), me.db_handler_rsp.load(Ordering::Relaxed));
+    log::info!(
+        "#DB in the NMI handler: interrupted rip={db_rip:#x} rsp={db_rsp:#x}, handler rsp={handler_rsp:#x}; level 1 {:#x}..{:#x}, level 2 {:#x}..{:#x}",
+        level1.start, level1.end, level2.start, level2.end
+    );
+    if !arrived || me.db_count.load(Ordering::Relaxed) != dbs + 1 {
+        finish(Verdict::Fail(format_args!("no #DB in the NMI handler (NMI arrived: {arrived})")))
+    }
+    if db_rip != target || !level2.contains(&db_rsp) {
+        finish(Verdict::Fail(format_args!("the #DB did not interrupt the NMI handler on the level-2 stack")))
+    }
+    if !level2.contains(&handler_rsp) || level1.contains(&handler_rsp) {
+        finish(Verdict::Fail(format_args!("the #DB handler switched stacks (rsp {handler_rsp:#x})")))
+    }
     finish(Verdict::Pass)
 }
 

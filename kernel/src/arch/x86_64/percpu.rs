@@ -45,6 +45,8 @@ pub struct PerCpu {
     /// What other CPUs want from this one's next NMI (`smp::NmiRequest` bits).
     pub nmi_request: AtomicU64,
     pub last_db: [AtomicU64; 2],
+    /// RSP inside the last kernel #DB handler (which stack it ran on).
+    pub db_handler_rsp: AtomicU64,
 }
 
 const _: () = assert!(core::mem::offset_of!(PerCpu, self_ptr) == 0);
@@ -80,6 +82,7 @@ impl PerCpu {
                 last_nmi: [AtomicU64::new(0), AtomicU64::new(0)],
                 nmi_request: AtomicU64::new(0),
                 last_db: [AtomicU64::new(0), AtomicU64::new(0)],
+                db_handler_rsp: AtomicU64::new(0),
             });
         }
         GsBase::write(x86_64::VirtAddr::new(page as u64));

@@ -194,6 +194,7 @@ pub(super) fn kernel_ist_event(frame: &mut TrapFrame) {
             let dr6 = debug_status(frame);
             me.last_db[0].store(frame.rip, Ordering::Relaxed);
             me.last_db[1].store(frame.rsp, Ordering::Relaxed);
+            me.db_handler_rsp.store(current_rsp(), Ordering::Relaxed);
             me.db_count.fetch_add(1, Ordering::Relaxed);
             // SAFETY: DR6 is sticky; clearing it makes the next #DB's cause unambiguous.
             unsafe { core::arch::asm!("xor eax, eax", "mov dr6, rax", out("rax") _, options(nomem, nostack)) };
@@ -206,8 +207,14 @@ pub(super) fn kernel_ist_event(frame: &mut TrapFrame) {
     }
 }
 
+/// Where the NMI handler starts (the `nesting` scenario puts a breakpoint there).
+pub fn nmi_handler_address() -> u64 {
+    nmi as *const () as u64
+}
+
 /// An NMI: counted, and, if another CPU asked for it, a report of where this CPU was (a
 /// cross-CPU backtrace) or a stop (after a panic elsewhere).
+#[inline(never)]
 fn nmi(frame: &TrapFrame) {
     let me = percpu::this();
     me.last_nmi[0].store(frame.rip, Ordering::Relaxed);
