@@ -189,20 +189,13 @@ fn exit_path_totals() -> (u64, u64, u64) {
 /// Starts boot module `module` with argument `arg`, waits (up to 30 s) for it to exit with
 /// status 0, then applies `check` to what the kernel saw of it.
 fn user_program(module: &str, arg: &str, check: impl Fn(&crate::sched::Process) -> Result<(), &'static str>) -> ! {
-    let Some(image) = crate::boot::module(module) else {
-        finish(Verdict::Fail(format_args!("no boot module named {module}")))
-    };
-    let process = match crate::sched::Process::spawn(module, image, arg) {
+    let process = match run_user(module, arg) {
         Ok(p) => p,
-        Err(e) => finish(Verdict::Fail(format_args!("cannot start {module}: {e}"))),
+        Err(why) => finish(Verdict::Fail(format_args!("{why}"))),
     };
-    if !wait_until(3000, || process.is_finished()) {
-        finish(Verdict::Fail(format_args!("{module} {arg} did not finish ({} threads alive)", process.live_threads())))
-    }
-    match (process.exit_code(), check(&process)) {
-        (0, Ok(())) => finish(Verdict::Pass),
-        (0, Err(why)) => finish(Verdict::Fail(format_args!("{why}"))),
-        (code, _) => finish(Verdict::Fail(format_args!("{module} {arg} exited with status {code}"))),
+    match check(&process) {
+        Ok(()) => finish(Verdict::Pass),
+        Err(why) => finish(Verdict::Fail(format_args!("{why}"))),
     }
 }
 
@@ -346,11 +339,11 @@ fn syscall_gap() -> ! {
     }
     let before: alloc::vec::Vec<u64> = (0..smp::online()).map(|c| percpu::of(c).db_count.load(Ordering::Relaxed)).collect();
     smp::run_on_all(arm);
-    let (verdict_ok, why) = run_user("utest", "user");
+    let ran = run_user("utest", "user");
     smp::run_on_all(disarm);
     let hits: alloc::vec::Vec<u64> = (0..smp::online()).map(|c| percpu::of(c).db_count.load(Ordering::Relaxed) - before[c]).collect();
     log::info!("#DB in the SYSCALL gap and on SYSRET, per CPU: {hits:?}");
-    if !verdict_ok {
+    if let Err(why) = ran {
         finish(Verdict::Fail(format_args!("{why}")))
     }
     match hits.iter().position(|&h| h < 2) {
@@ -360,6 +353,32 @@ fn syscall_gap() -> ! {
 }
 
 static STORM_ROUNDS_DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// A storm thread: sends NMIs to every other CPU, at least `min_rounds` times and on until
+/// STORM_STOP, sleeping now and then (the scenario itself waits in CPU 0's idle context, which
+/// only runs when nothing is ready there).
+extern "C" fn storm(min_rounds: u64) {
+    let me = percpu::this().cpu_index;
+    let mut round = 0u64;
+    while round < min_rounds || !STORM_STOP.load(Ordering::Acquire) {
+        round += 1;
+        for c in (0..smp::online()).filter(|&c| c != me) {
+            crate::arch::x86_64::apic::send_nmi(smp::apic_id(c));
+        }
+        if round % 8 == 0 {
+            crate::sched::sleep_ticks(1);
+        }
+    }
+    STORM_ROUNDS_DONE.fetch_add(1, Ordering::AcqRel);
+}
+
+fn start_storm(min_rounds: u64) {
+    for c in 0..smp::online() {
+        if crate::sched::spawn_kernel(storm, min_rounds, Some(c)).is_none() {
+            finish(Verdict::Fail(format_args!("cannot start the NMI storm thread on cpu {c}")))
+        }
+    }
+}
 static STORM_STOP: AtomicBool = AtomicBool::new(false);
 /// Rounds each storm thread runs at least, and on until the user program is done.
 const STORM_ROUNDS: u64 = 200;
@@ -367,30 +386,10 @@ const STORM_ROUNDS: u64 = 200;
 /// Every CPU floods the others with NMIs (from a kernel thread) while utest's register-checking
 /// system-call loop runs: no register or stack value may be corrupted.
 fn nmi_storm() -> ! {
-    extern "C" fn storm(_: u64) {
-        let me = percpu::this().cpu_index;
-        let mut round = 0u64;
-        while round < STORM_ROUNDS || !STORM_STOP.load(Ordering::Acquire) {
-            round += 1;
-            for c in (0..smp::online()).filter(|&c| c != me) {
-                crate::arch::x86_64::apic::send_nmi(smp::apic_id(c));
-            }
-            // Sleep now and then: the scenario itself waits in CPU 0's idle context, which
-            // only runs when nothing is ready there.
-            if round % 8 == 0 {
-                crate::sched::sleep_ticks(1);
-            }
-        }
-        STORM_ROUNDS_DONE.fetch_add(1, Ordering::AcqRel);
-    }
     let n = smp::online();
     let before: u64 = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum();
-    for c in 0..n {
-        if crate::sched::spawn_kernel(storm, 0, Some(c)).is_none() {
-            finish(Verdict::Fail(format_args!("cannot start the NMI storm thread on cpu {c}")))
-        }
-    }
-    let (ok, why) = run_user("utest", "sysret");
+    start_storm(STORM_ROUNDS);
+    let ran = run_user("utest", "sysret");
     STORM_STOP.store(true, Ordering::Release);
     if !wait_until(3000, || STORM_ROUNDS_DONE.load(Ordering::Acquire) == n) {
         finish(Verdict::Fail(format_args!("the NMI storm threads did not finish")))
@@ -398,7 +397,7 @@ fn nmi_storm() -> ! {
     let nmis: u64 = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum::<u64>() - before;
     let proxied: u64 = (0..n).map(|c| percpu::of(c).aist_proxied.load(Ordering::Relaxed)).sum();
     log::info!("NMI storm: {nmis} NMIs taken on {n} CPUs while utest checked its registers; {proxied} entries completed by proxy");
-    if !ok {
+    if let Err(why) = ran {
         finish(Verdict::Fail(format_args!("{why}")))
     }
     if n > 1 && nmis == 0 {
@@ -412,55 +411,35 @@ fn nmi_storm() -> ! {
 /// the marker line) during an NMI storm, while utest checks its registers: every #MC must be
 /// reported and recovered from, and nothing else may break.
 fn mce_inject() -> ! {
-    extern "C" fn storm(_: u64) {
-        let me = percpu::this().cpu_index;
-        let mut round = 0u64;
-        while !STORM_STOP.load(Ordering::Acquire) {
-            round += 1;
-            for c in (0..smp::online()).filter(|&c| c != me) {
-                crate::arch::x86_64::apic::send_nmi(smp::apic_id(c));
-            }
-            if round % 8 == 0 {
-                crate::sched::sleep_ticks(1);
-            }
-        }
-        STORM_ROUNDS_DONE.fetch_add(1, Ordering::AcqRel);
-    }
     let n = smp::online();
-    for c in 0..n {
-        if crate::sched::spawn_kernel(storm, 0, Some(c)).is_none() {
-            finish(Verdict::Fail(format_args!("cannot start the NMI storm thread on cpu {c}")))
-        }
-    }
+    start_storm(0);
     let mces = || (0..n).map(|c| percpu::of(c).mc_count.load(Ordering::Relaxed)).sum::<u64>();
     crate::println!("{}", abi::harness::MCE_INJECT_MARKER);
     let arrived = wait_until(2000, || mces() >= n as u64);
-    let (ok, why) = run_user("utest", "sysret");
+    let ran = run_user("utest", "sysret");
     STORM_STOP.store(true, Ordering::Release);
     wait_until(3000, || STORM_ROUNDS_DONE.load(Ordering::Acquire) == n);
     log::info!("{} machine checks recovered on {n} CPUs during the NMI storm", mces());
     if !arrived {
         finish(Verdict::Fail(format_args!("only {} of {n} injected machine checks arrived", mces())))
     }
-    if !ok {
+    if let Err(why) = ran {
         finish(Verdict::Fail(format_args!("{why}")))
     }
     finish(Verdict::Pass)
 }
 
-/// Runs boot module `module` with `arg` to completion; (exited with 0, reason if not).
-fn run_user(module: &str, arg: &str) -> (bool, alloc::string::String) {
+/// Runs boot module `module` with `arg` to completion (up to 30 s): the process if it exited
+/// with status 0, else why not.
+fn run_user(module: &str, arg: &str) -> Result<alloc::sync::Arc<crate::sched::Process>, alloc::string::String> {
     use alloc::format;
-    let Some(image) = crate::boot::module(module) else { return (false, format!("no boot module named {module}")) };
-    let process = match crate::sched::Process::spawn(module, image, arg) {
-        Ok(p) => p,
-        Err(e) => return (false, format!("cannot start {module}: {e}")),
-    };
+    let image = crate::boot::module(module).ok_or_else(|| format!("no boot module named {module}"))?;
+    let process = crate::sched::Process::spawn(module, image, arg).map_err(|e| format!("cannot start {module}: {e}"))?;
     if !wait_until(3000, || process.is_finished()) {
-        return (false, format!("{module} {arg} did not finish"));
+        return Err(format!("{module} {arg} did not finish ({} threads alive)", process.live_threads()));
     }
     match process.exit_code() {
-        0 => (true, alloc::string::String::new()),
-        code => (false, format!("{module} {arg} exited with status {code}")),
+        0 => Ok(process),
+        code => Err(format!("{module} {arg} exited with status {code}")),
     }
 }
