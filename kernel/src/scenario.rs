@@ -253,7 +253,7 @@ fn ist_nesting() -> ! {
         let db = [me.last_db[0].load(Ordering::Relaxed), me.last_db[1].load(Ordering::Relaxed)];
         let nmi = [me.last_nmi[0].load(Ordering::Relaxed), me.last_nmi[1].load(Ordering::Relaxed)];
         let fired = me.db_count.load(Ordering::Relaxed) - dbs;
-        if arrived && fired == 0 && i == 0 && layout.main.holds(nmi[1]) == false {
+        if arrived && fired == 0 && i == 0 && !layout.main.holds(nmi[1]) {
             // Bochs does not check instruction breakpoints on the first instruction after an
             // event delivery; the NMI itself must still have been handled correctly.
             log::warn!("no #DB at NMI entry instruction 0 on this CPU model: the breakpoint did not fire");

@@ -38,8 +38,13 @@ pub mod event_type {
 /// Vector of an `OTHER` event that is SYSCALL.
 pub const OTHER_SYSCALL: u64 = 1;
 
-/// Stack level of each exception vector: #DB 1, NMI and #MC 2, #DF 3.
-const STACK_LEVELS: u64 = 1 << (2 * 1) | 2 << (2 * 2) | 2 << (2 * 18) | 3 << (2 * 8);
+/// IA32_FRED_STKLVLS holds two bits per exception vector: its stack level.
+const fn stack_level(vector: u64, level: u64) -> u64 {
+    level << (2 * vector)
+}
+
+/// #DB at level 1, NMI and #MC at 2, #DF at 3; everything else 0.
+const STACK_LEVELS: u64 = stack_level(1, 1) | stack_level(2, 2) | stack_level(18, 2) | stack_level(8, 3);
 
 pub fn event_type_of(frame: &TrapFrame) -> u64 {
     (frame.ss >> 48) & 0xf
