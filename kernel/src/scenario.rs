@@ -396,9 +396,16 @@ fn nmi_storm() -> ! {
     }
     let nmis: u64 = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum::<u64>() - before;
     let proxied: u64 = (0..n).map(|c| percpu::of(c).aist_proxied.load(Ordering::Relaxed)).sum();
-    log::info!("NMI storm: {nmis} NMIs taken on {n} CPUs while utest checked its registers; {proxied} entries completed by proxy");
-    if let Err(why) = ran {
-        finish(Verdict::Fail(format_args!("{why}")))
+    let process = match ran {
+        Ok(p) => p,
+        Err(why) => finish(Verdict::Fail(format_args!("{why}"))),
+    };
+    let faults = process.demand_faults.load(Ordering::Relaxed);
+    log::info!(
+        "NMI storm: {nmis} NMIs taken on {n} CPUs while utest checked its registers across system calls and {faults} page faults; {proxied} entries completed by proxy"
+    );
+    if faults == 0 {
+        finish(Verdict::Fail(format_args!("utest took no page faults")))
     }
     if n > 1 && nmis == 0 {
         finish(Verdict::Fail(format_args!("no NMI arrived")))

@@ -125,21 +125,21 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Unmaps and frees every mapped page in `[virt, virt+len)`; returns how many there were.
-    /// The caller flushes the TLBs of every CPU that may run this space.
-    pub fn unmap(&mut self, virt: u64, len: u64) -> usize {
+    /// Unmaps every mapped page in `[virt, virt+len)` and returns their frames. The caller
+    /// must flush the TLBs of every CPU that may run this space *before* freeing them: until
+    /// then another CPU may still write through a stale translation.
+    pub fn unmap(&mut self, virt: u64, len: u64) -> alloc::vec::Vec<u64> {
         assert!(user_range_ok(virt, len));
         let mut w = self.walker();
-        let mut n = 0;
+        let mut frames = alloc::vec::Vec::new();
         for off in (0..len).step_by(4096) {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
             if let Ok((frame, flush)) = w.unmap(page) {
-                flush.ignore();
-                phys::free(frame.start_address().as_u64());
-                n += 1;
+                flush.ignore(); // the shootdown flushes every CPU, this one included
+                frames.push(frame.start_address().as_u64());
             }
         }
-        n
+        frames
     }
 
     pub fn is_mapped(&mut self, virt: u64) -> bool {

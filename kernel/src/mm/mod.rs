@@ -2,6 +2,7 @@
 
 pub mod frame;
 pub mod memmap;
+pub mod regions;
 
 #[cfg(target_os = "none")]
 pub mod aspace;

@@ -25,6 +25,10 @@ pub struct Process {
     waiter: Mutex<Option<Arc<Thread>>>,
     /// Next address `map` hands out.
     pub next_map: Mutex<u64>,
+    /// Ranges `map` reserved: their pages are mapped on first touch.
+    pub demand: Mutex<crate::mm::regions::RegionSet>,
+    /// Page faults resolved by mapping a reserved page.
+    pub demand_faults: AtomicU64,
     /// CPUs that have run (and may cache translations of) this address space.
     pub ran_on: CpuSet,
     /// Threads killed by a fault, and a bit per exception vector that killed one.
@@ -89,6 +93,8 @@ impl Process {
             exit_code: AtomicI64::new(0),
             waiter: Mutex::new(None),
             next_map: Mutex::new(USER_MAP_BASE),
+            demand: Mutex::new(crate::mm::regions::RegionSet::new()),
+            demand_faults: AtomicU64::new(0),
             ran_on: CpuSet::new(),
             faults: AtomicUsize::new(0),
             fault_vectors: AtomicU64::new(0),
@@ -96,6 +102,23 @@ impl Process {
         thread::spawn_user(&process, elf.entry(), rsp, [arg_at, arg.len() as u64], None).ok_or(SpawnError::NoMemory)?;
         log::info!("started {name} as pid {} (entry {:#x}, argument {:?})", process.pid, elf.entry(), core::str::from_utf8(arg).unwrap_or("?"));
         Ok(process)
+    }
+
+    /// A not-present fault at `addr` in a range `map` reserved: map the page (zeroed) and
+    /// return true; false if the address was never reserved (the thread is at fault).
+    pub fn demand_fault(&self, addr: u64) -> bool {
+        let page = addr & !0xfff;
+        if !self.demand.lock().contains(page) {
+            return false;
+        }
+        match self.aspace.lock().map_fresh(page, 4096, UserAccess::DATA) {
+            // Already mapped: another thread of ours faulted on the same page first.
+            Ok(()) | Err(crate::arch::x86_64::paging::MapError::AlreadyMapped(_)) => {
+                self.demand_faults.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Counts a thread killed by exception `vector`.

@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::{apic, percpu, smp};
-use crate::mm::aspace::{user_range_ok, UserAccess};
+use crate::mm::aspace::user_range_ok;
 use crate::sched::{self, Process, Thread};
 use abi::layout::USER_STACK_TOP;
 use abi::{syscall as nr, Error};
@@ -113,8 +113,9 @@ fn map(process: &Process, len: u64) -> Result<u64, Error> {
     if addr + len > USER_STACK_TOP - abi::layout::USER_STACK_SIZE {
         return Err(Error::NoMemory);
     }
-    process.aspace.lock().map_fresh(addr, len, UserAccess::DATA).map_err(|_| Error::NoMemory)?;
-    // Leave an unmapped page between mappings so an overrun faults.
+    // Reserve only: each page is mapped, zeroed, when first touched (`Process::demand_fault`).
+    process.demand.lock().insert(addr, addr + len);
+    // Leave an unreserved page between mappings so an overrun faults.
     *next = addr + len + 4096;
     Ok(addr)
 }
@@ -124,9 +125,14 @@ fn unmap(process: &Process, addr: u64, len: u64) -> Result<u64, Error> {
     if !user_range_ok(addr, len) || addr < abi::layout::USER_MAP_BASE {
         return Err(Error::InvalidArgument);
     }
-    let n = process.aspace.lock().unmap(addr, len);
+    process.demand.lock().remove(addr, addr + len);
+    let frames = process.aspace.lock().unmap(addr, len);
+    // Free only once no CPU can still reach the pages through a stale TLB entry.
     smp::tlb_shootdown(process.pml4(), addr, len, &process.ran_on);
-    Ok(n as u64)
+    for &f in &frames {
+        crate::mm::phys::free(f);
+    }
+    Ok(frames.len() as u64)
 }
 
 fn exit_path_counts(out: u64) -> Result<u64, Error> {

@@ -33,6 +33,17 @@ extern "C" {
     fn kernel_user_copy(dst: *mut u8, src: *const u8, len: usize) -> usize;
 }
 
+/// Closes the SMAP window on kernel entry. Interrupt and exception delivery keep RFLAGS.AC as
+/// the interrupted code had it (only SYSCALL clears it, through SFMASK), and ring 3 may set AC
+/// with POPF: without this, the handler, and any thread it switches to, would run with user
+/// memory accessible.
+pub fn clac_on_entry() {
+    if SMAP.load(Ordering::Relaxed) {
+        // SAFETY: CLAC exists when SMAP does; it only makes user pages inaccessible again.
+        unsafe { core::arch::asm!("clac", options(nomem, nostack)) };
+    }
+}
+
 /// `[addr, addr+len)` lies entirely in user space.
 pub fn is_user_range(addr: u64, len: usize) -> bool {
     addr.checked_add(len as u64).is_some_and(|end| end <= USER_END)

@@ -45,6 +45,12 @@ pub fn run() -> i32 {
         return 1;
     };
     println!("sysret: {ORDINARY_CALLS} cpu_id calls done, registers checked");
+    // Page faults too: `map` only reserves, so every first touch of a page faults and the
+    // kernel maps it (under an NMI storm, these are entries the NMIs can interrupt).
+    match touch_fresh_pages() {
+        Ok(pages) => println!("sysret: {pages} fresh pages faulted in, zeroed and written"),
+        Err(e) => fail(format_args!("page faults: {e}")),
+    }
 
     // (b) Each context SYSRET must not restore.
     match resume_at_other_label() {
@@ -292,4 +298,31 @@ fn return_to_noncanonical(_: usize) {
     let r = unsafe { sys::set_return_context(NONCANONICAL_RIP, stack_pointer(), rflags()) };
     NONCANONICAL_SURVIVED.store(true, Ordering::Release);
     println!("sysret: thread {tid} survived its return to {NONCANONICAL_RIP:#x}: {r:?}");
+}
+
+/// Maps 16 pages, touches each (a page fault apiece), checks they read as zero and keep what
+/// is written, then unmaps them.
+fn touch_fresh_pages() -> Result<usize, &'static str> {
+    const PAGES: usize = 16;
+    let len = PAGES * 4096;
+    let region = sys::map(len).map_err(|_| "map failed")?;
+    for p in 0..PAGES {
+        // SAFETY: `region` is `len` bytes this process just mapped and nothing else uses.
+        unsafe {
+            let word = region.add(p * 4096 + 8) as *mut u64;
+            if word.read_volatile() != 0 {
+                return Err("a fresh page was not zero");
+            }
+            word.write_volatile(0x5eed_0000 + p as u64);
+        }
+    }
+    for p in 0..PAGES {
+        // SAFETY: as above.
+        if unsafe { (region.add(p * 4096 + 8) as *const u64).read_volatile() } != 0x5eed_0000 + p as u64 {
+            return Err("a page lost what was written to it");
+        }
+    }
+    // SAFETY: the region came from `map` above and nothing refers to it any more.
+    unsafe { sys::unmap(region, len) }.map_err(|_| "unmap failed")?;
+    Ok(PAGES)
 }

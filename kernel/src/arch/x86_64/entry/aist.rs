@@ -254,6 +254,7 @@ extern "C" fn aist_prepare(frame: &TrapFrame) -> u64 {
 /// An NMI, #DB or #MC that interrupted ring 0: GS is whatever that code had, so take the
 /// kernel's from the entry area this stack belongs to (not from CS), and put the old one back.
 extern "C" fn aist_kernel_event(frame: &mut TrapFrame) {
+    crate::syscall::uaccess::clac_on_entry();
     let kernel_gs = cea::area_base(cpu_of(frame as *const TrapFrame as u64));
     let old = GsBase::read().as_u64();
     if old != kernel_gs {

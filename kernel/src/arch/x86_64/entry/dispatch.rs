@@ -103,6 +103,7 @@ fn debug_status(frame: &TrapFrame) -> u64 {
 
 /// A FRED event from ring 3: SYSCALL, or anything the common handlers take.
 pub(super) extern "C" fn fred_user_event(frame: &mut TrapFrame) {
+    crate::syscall::uaccess::clac_on_entry();
     let vector = fred::vector_of(frame);
     if fred::event_type_of(frame) == fred::event_type::OTHER && vector == fred::OTHER_SYSCALL {
         x86_64::instructions::interrupts::enable();
@@ -118,6 +119,7 @@ pub(super) extern "C" fn fred_user_event(frame: &mut TrapFrame) {
 /// A FRED event from ring 0. NMI, #DB and #MC need no GS care here: under FRED the kernel never
 /// runs with the user's GS.
 pub(super) extern "C" fn fred_kernel_event(frame: &mut TrapFrame) {
+    crate::syscall::uaccess::clac_on_entry();
     frame.vector = fred::vector_of(frame);
     match frame.vector {
         1 | 2 | 18 => kernel_ist_event(frame),
@@ -141,12 +143,14 @@ fn cr2() -> u64 {
 
 /// The one high-level entry point of every event.
 pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    crate::syscall::uaccess::clac_on_entry();
     let from_user = frame.from_user();
     match frame.vector as u8 {
         8 => double_fault(frame),
         2 => nmi(frame),
         1 if from_user => user_debug_trap(frame),
         18 => machine_check(frame),
+        14 if from_user && frame.error_code & 1 == 0 && demand_fault(fault_address(frame)) => {}
         v if v < 32 && from_user => user_fault(frame),
         14 => page_fault(frame),
         // SAFETY (both arms): RSP of the faulting context points at the return frame the
@@ -179,7 +183,10 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             apic::end_of_interrupt();
         }
     }
-    if from_user {
+    // Under FRED only the NMI's (or #MC's) own ERETU unblocks NMIs: such a frame must be
+    // returned through, not abandoned by a thread switch or exit (the next tick reschedules).
+    let blocks_nmi = backend() == Backend::Fred && matches!(frame.vector, 2 | 18);
+    if from_user && !blocks_nmi {
         sched::before_user_return();
     }
 }
@@ -331,6 +338,11 @@ fn report_user_kill(vector: u64, what: &str, error: u64, rip: u64, addr: u64) {
         p.record_fault(vector);
     }
     log::warn!(target: "fault", "pid {pid} tid {tid} {what} at RIP {rip:#x} addr {addr:#x} error {error:#x}: thread killed");
+}
+
+/// A user page fault on memory `map` reserved but nobody touched yet.
+fn demand_fault(addr: u64) -> bool {
+    sched::current().and_then(|t| t.process.clone()).is_some_and(|p| p.demand_fault(addr))
 }
 
 /// An exception raised by user code: the faulting thread dies, everything else carries on.
