@@ -186,6 +186,9 @@ pub fn spawn_kernel(f: extern "C" fn(u64), arg: u64, cpu: Option<usize>) -> Opti
     Some(t)
 }
 
+// SAFETY: `sched_context_switch` is called only by `schedule` with interrupts off, a valid save
+// slot and an RSP that was saved by this routine or built by `new_thread` in the same layout
+// (six callee-saved registers, then the return address).
 core::arch::global_asm!(
     ".pushsection .text.sched, \"ax\"",
     // sched_context_switch(save: *mut u64, next_rsp: u64): saves the callee-saved registers

@@ -14,6 +14,8 @@ pub fn init(smap: bool) {
 
 // user_copy(dst, src, len) -> bytes not copied (0 = success). A fault on either side stops
 // the copy; the fixup returns what is left in RCX.
+// SAFETY: `kernel_user_copy` is called only by `copy` after the range check; a fault on either
+// side of `rep movsb` resumes at the fixup with RCX = bytes not copied, nothing else changed.
 core::arch::global_asm!(
     ".pushsection .text.user_copy, \"ax\"",
     ".global kernel_user_copy",

@@ -17,7 +17,8 @@ extern "Rust" {
 #[unsafe(naked)]
 #[no_mangle]
 unsafe extern "C" fn _start() -> ! {
-    // RBP = 0 ends the frame-pointer chain for backtraces. With RSP 16-aligned here, the
+    // SAFETY: entered only by the kernel at program start (start contract: RSP 16-aligned,
+    // RDI/RSI the argument string). RBP = 0 ends the frame-pointer chain. With RSP aligned, the
     // CALL leaves it 8 mod 16 at `rt_start`'s entry, as the SysV ABI requires; RDI and RSI
     // pass through untouched as its two arguments.
     naked_asm!(

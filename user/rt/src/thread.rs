@@ -69,7 +69,8 @@ pub fn spawn(f: fn(usize), arg: usize, cpu: Option<usize>) -> Result<u64, Error>
 /// return address.
 #[unsafe(naked)]
 unsafe extern "C" fn thread_entry() -> ! {
-    // RBP = 0 ends the frame-pointer chain; the CALL makes RSP 8 mod 16 at `thread_main`'s
+    // SAFETY: entered only by the kernel for threads `spawn` created (RSP 16-aligned, RDI the
+    // StartBlock). RBP = 0 ends the frame-pointer chain; the CALL makes RSP 8 mod 16 at `thread_main`'s
     // entry, as the SysV ABI requires; RDI passes through as its argument.
     naked_asm!(
         "xor ebp, ebp",

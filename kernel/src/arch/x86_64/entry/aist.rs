@@ -88,6 +88,9 @@ macro_rules! insn_table {
     };
 }
 
+// SAFETY: entered only through the NMI, #DB and #MC IDT gates on their own IST stacks; the
+// code touches only registers and stacks until the commit, and every offset it depends on
+// (frame layout, vectors) comes from Rust (`TrapFrame`, `Event`), checked by the host simulation.
 core::arch::global_asm!(
     ".pushsection .text.entry_aist, \"ax\"",
     aist_entry!("nmi"),

@@ -38,6 +38,8 @@ pub fn fixup(frame: &mut TrapFrame) -> bool {
 
 // `kernel_probe_read_u64(addr) -> ProbeResult`: returns {value, 0}, or {0, 1} if the load
 // faulted. The two-register result comes back in RAX:RDX (SysV).
+// SAFETY: the only memory access is the load listed in `.extable`; a fault there resumes at its
+// fixup, which returns the failure in RDX without touching anything else.
 core::arch::global_asm!(
     ".pushsection .text.kernel_probe_read_u64, \"ax\"",
     ".global kernel_probe_read_u64",

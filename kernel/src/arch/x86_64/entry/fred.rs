@@ -61,6 +61,9 @@ pub fn event_data(frame: &TrapFrame) -> u64 {
     unsafe { *((frame as *const TrapFrame).add(1) as *const u64) }
 }
 
+// SAFETY: entered only by FRED event delivery (IA32_FRED_CONFIG points at this page), with a
+// 64-byte FRED frame on the level's stack; the pushes complete a `TrapFrame` (layout asserted in
+// frame.rs) and ERETU/ERETS run with RSP back at the frame's error code, as the spec requires.
 core::arch::global_asm!(
     ".pushsection .text.entry_fred, \"ax\"",
     ".balign 4096",

@@ -34,6 +34,10 @@ pub const SYSCALL_VECTOR: u64 = 0x100;
 // The stubs are emitted as raw bytes with fixed encodings (push imm8 0, push imm32 vector,
 // jmp rel32) so that each one is 12 or 10 bytes wherever the assembler would otherwise pick
 // shorter forms; padding to 16 keeps the arithmetic above exact.
+// SAFETY: the stubs are entered only through IDT gates (and the trampoline only by SYSCALL through
+// LSTAR), with the CPU's frame on the stack; offsets into `TrapFrame` and the entry area are `const`
+// operands from Rust, SWAPGS follows the saved CS (or the IRET special case), and the exit restores
+// exactly what the entry saved.
 core::arch::global_asm!(
     ".pushsection .text.entry_ist, \"ax\"",
     ".balign 16",
