@@ -10,6 +10,7 @@ use crate::harness::{finish, Verdict};
 pub const NAMES: &[&str] = &[
     "boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt",
     "ist_nesting", "syscall_gap", "nmi_storm", "nmi_backtrace", "mce_inject", "nesting",
+    "bench",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -55,6 +56,9 @@ pub fn run(name: &'static str) -> ! {
             }
         }),
         "preempt" => user_program("utest", "preempt", |_| Ok(())),
+        // The FRED/IST comparison (`cargo xtask compare`): `bench` times each event's round trip,
+        // checks the events really happened, and prints `BENCH ...` lines for the host.
+        "bench" => user_program("bench", "all", |_| Ok(())),
         "ist_nesting" => ist_nesting(),
         "nesting" => match crate::arch::x86_64::entry::backend() {
             crate::arch::x86_64::entry::Backend::Ist => ist_nesting(),

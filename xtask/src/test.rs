@@ -106,6 +106,7 @@ const HOST_TESTS: &[&[&str]] = &[
     &["-p", "elf"],
     &["-p", "abi"],
     &["-p", "rt"],
+    &["-p", "bench"],
     &["-p", "bridge", "--lib"],
     &["-p", "boot-tests"],
     &["-p", "xtask"],

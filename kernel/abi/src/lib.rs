@@ -69,6 +69,40 @@ pub mod syscall {
 
     /// `thread_create`'s `cpu` argument for "let the kernel choose".
     pub const ANY_CPU: u64 = u64::MAX;
+
+    // ---- Benchmark calls (40..=49): the `bench` program's view of the entry paths. They are
+    // answered before the dispatcher looks up the calling thread (see kernel/src/syscall/bench.rs).
+
+    /// First and last number of the benchmark block.
+    pub const BENCH_FIRST: u64 = 40;
+    pub const BENCH_LAST: u64 = 49;
+    /// `bench_null() -> 0`: does nothing; the round trip is the entry and exit path alone.
+    pub const BENCH_NULL: u64 = 40;
+    /// `bench_breakpoints_resume(on)`: with `on` = 1 a #BP (INT3) of the caller's process
+    /// resumes after the INT3 (counted) instead of killing the thread; 0 turns that off.
+    pub const BENCH_BREAKPOINTS_RESUME: u64 = 41;
+    /// `bench_self_nmi(send) -> NMIs taken`: with `send` = 1 sends an NMI to the calling CPU and
+    /// waits for it; with 0 runs the same path without the send (the baseline).
+    pub const BENCH_SELF_NMI: u64 = 42;
+    /// `bench_fault_resume(rip)`: a user #PF of the caller's process that demand paging does not
+    /// resolve resumes at `rip` (counted) instead of killing the thread; 0 turns that off.
+    pub const BENCH_FAULT_RESUME: u64 = 43;
+    /// `bench_counter(which) -> value`: one of the [`bench_counter`] counters.
+    pub const BENCH_COUNTER: u64 = 44;
+
+    /// What `bench_counter` reads.
+    pub mod bench_counter {
+        /// Breakpoints of the caller's process resumed.
+        pub const BREAKPOINTS: u64 = 0;
+        /// Page faults of the caller's process resumed at the `bench_fault_resume` RIP.
+        pub const FAULTS_RESUMED: u64 = 1;
+        /// Page faults of the caller's process resolved by demand paging.
+        pub const DEMAND_FAULTS: u64 = 2;
+        /// Timer interrupts taken by the calling CPU.
+        pub const TIMER_TICKS: u64 = 3;
+        /// NMIs taken by the calling CPU.
+        pub const NMIS: u64 = 4;
+    }
 }
 
 /// Why a system call failed; returned negated in RAX.

@@ -34,6 +34,8 @@ pub struct Process {
     /// Threads killed by a fault, and a bit per exception vector that killed one.
     pub faults: AtomicUsize,
     fault_vectors: AtomicU64,
+    /// Benchmark opt-ins (resumable INT3 and page faults) and their counts.
+    pub bench: crate::syscall::bench::BenchState,
 }
 
 /// Why a program could not be started.
@@ -98,6 +100,7 @@ impl Process {
             ran_on: CpuSet::new(),
             faults: AtomicUsize::new(0),
             fault_vectors: AtomicU64::new(0),
+            bench: Default::default(),
         });
         thread::spawn_user(&process, elf.entry(), rsp, [arg_at, arg.len() as u64], None).ok_or(SpawnError::NoMemory)?;
         log::info!("started {name} as pid {} (entry {:#x}, argument {:?})", process.pid, elf.entry(), core::str::from_utf8(arg).unwrap_or("?"));

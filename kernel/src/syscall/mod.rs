@@ -2,6 +2,7 @@
 //! Nothing a user program passes can make the kernel panic: bad numbers, ranges and pointers
 //! come back as `abi::Error` values.
 
+pub mod bench;
 pub mod uaccess;
 
 use alloc::sync::Arc;
@@ -22,6 +23,9 @@ const MAX_MAP: u64 = 64 * 1024 * 1024;
 const USER_RFLAGS: u64 = 0x0000_0cd5 | 1 << 8 | 1 << 18 | 1 << 16 | 1 << 21;
 
 pub fn dispatch(frame: &mut TrapFrame) {
+    if (nr::BENCH_FIRST..=nr::BENCH_LAST).contains(&frame.rax) {
+        return bench::dispatch(frame);
+    }
     let Some(thread) = sched::current() else {
         frame.rax = Error::NoSuchCall.to_raw();
         return;

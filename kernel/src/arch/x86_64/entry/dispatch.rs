@@ -151,6 +151,9 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         1 if from_user => user_debug_trap(frame),
         18 => machine_check(frame),
         14 if from_user && frame.error_code & 1 == 0 && demand_fault(fault_address(frame)) => {}
+        // Benchmark opt-ins (`syscall::bench`); off by default, when the thread dies below.
+        3 if from_user && crate::syscall::bench::resume_breakpoint() => {}
+        14 if from_user && crate::syscall::bench::resume_fault(frame) => {}
         v if v < 32 && from_user => user_fault(frame),
         14 => page_fault(frame),
         // SAFETY (both arms): RSP of the faulting context points at the return frame the

@@ -1,0 +1,300 @@
+//! bench: the round trip of each kind of event through the kernel's entry layer, timed from user
+//! space with the TSC, for `cargo xtask compare` (kernel scenario `bench`).
+//!
+//! On Bochs the TSC advances one tick per retired instruction, so the numbers are instruction
+//! counts: the kernel's software path (event delivery itself is not an instruction; IRET,
+//! SYSRET, ERETU and ERETS count one each). Bochs brings its count up to date only at taken
+//! branches and trace ends, so every RDTSC here follows a taken `jmp` (see EMULATORS.md).
+//!
+//! Each event is timed in a window between two RDTSCs, and so is the same window without the
+//! event (its baseline: framing, setup, a store that does not fault, a system call that sends
+//! no NMI); the median baseline is subtracted from every sample. Every measurement also checks
+//! that its events really happened (kernel counters), so a broken opt-in fails the run.
+//!
+//! Output: one `BENCH <name> n=.. median=.. min=.. max=.. base=..` line per event, then
+//! `BENCH done`; exit status 0 only if every check held.
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+// On the host only its unit tests use it.
+#[cfg_attr(not(target_os = "none"), allow(dead_code))]
+mod stats;
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("bench runs on x86_64-unknown-none as a boot module: the kernel's `bench` scenario starts it");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod program {
+    extern crate alloc;
+
+    use crate::stats::{Line, Summary};
+    use abi::syscall::{self as nr, bench_counter};
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::arch::asm;
+    use rt::{println, sys};
+
+    /// Samples per event (timer interrupts and demand faults are slower to come by).
+    const N: usize = 1000;
+    const N_DEMAND: usize = 256;
+    const N_TIMER: usize = 100;
+    /// Never mapped: below the image, and no `map` range. A store here faults every time.
+    const UNMAPPED: u64 = 0x1000;
+
+    rt::entry!(main);
+
+    fn main(_arg: &str) -> i32 {
+        println!("bench: unit: TSC ticks (on Bochs: retired instructions), baseline subtracted");
+        let runs: [(&str, fn() -> Result<(Vec<i64>, i64), &'static str>); 6] = [
+            ("syscall_null", syscall_null),
+            ("int3", int3),
+            ("page_fault", page_fault_resume),
+            ("page_fault_demand", page_fault_demand),
+            ("timer", timer),
+            ("nmi_self", nmi_self),
+        ];
+        let mut failed = 0;
+        for (name, run) in runs {
+            match run() {
+                Ok((mut samples, base)) => match Summary::of(&mut samples) {
+                    Some(summary) => println!("{}", Line { name, summary, base }),
+                    None => {
+                        println!("bench: FAIL: {name}: no samples");
+                        failed += 1;
+                    }
+                },
+                Err(why) => {
+                    println!("bench: FAIL: {name}: {why}");
+                    failed += 1;
+                }
+            }
+        }
+        if failed != 0 {
+            return 1;
+        }
+        println!("BENCH done");
+        0
+    }
+
+    fn counter(which: u64) -> u64 {
+        // SAFETY: BENCH_COUNTER only reads a kernel counter.
+        unsafe { sys::raw::syscall1(nr::BENCH_COUNTER, which) }
+    }
+
+    /// For each `i`, the event window and then its baseline; the samples are event minus the
+    /// median baseline, returned with that median.
+    fn timed(n: usize, mut window: impl FnMut(usize, bool) -> i64) -> (Vec<i64>, i64) {
+        let mut events = vec![0i64; n];
+        let mut bases = vec![0i64; n];
+        for i in 0..n {
+            events[i] = window(i, true);
+            bases[i] = window(i, false);
+        }
+        let base = Summary::of(&mut bases).map_or(0, |s| s.median);
+        for e in &mut events {
+            *e -= base;
+        }
+        (events, base)
+    }
+
+    /// `(hi << 32 | lo)` difference of two RDTSC results.
+    fn ticks(lo0: u64, hi0: u64, lo1: u64, hi1: u64) -> i64 {
+        ((hi1 << 32) | lo1).wrapping_sub((hi0 << 32) | lo0) as i64
+    }
+
+    /// A window: RDTSC (after a taken jump), `$insn`s, RDTSC (after a taken jump). R12/R13 hold
+    /// the first reading: SYSCALL and every event return preserve them.
+    macro_rules! window {
+        ($($insn:literal),* ; $($operands:tt)*) => {{
+            let (lo0, hi0, lo1, hi1): (u64, u64, u64, u64);
+            // SAFETY: the instructions are the caller's event, whose kernel side returns to the
+            // next instruction with every register but RAX, RCX and R11 intact (abi::syscall,
+            // and the bench opt-ins); the operands declare what they touch.
+            unsafe {
+                asm!(
+                    "jmp 2f", "2:", "rdtsc", "mov r12, rax", "mov r13, rdx",
+                    $($insn,)*
+                    "jmp 3f", "3:", "rdtsc",
+                    out("r12") lo0, out("r13") hi0, out("rax") lo1, out("rdx") hi1,
+                    $($operands)*
+                );
+            }
+            ticks(lo0, hi0, lo1, hi1)
+        }};
+    }
+
+    /// SYSCALL of `bench_null`: the entry and exit path alone.
+    fn syscall_null() -> Result<(Vec<i64>, i64), &'static str> {
+        let mut bad = 0;
+        let r = timed(N, |_, event| {
+            let result: u64;
+            let t = if event {
+                window!("mov eax, {nr}", "syscall", "mov r14, rax"; nr = const nr::BENCH_NULL,
+                        out("rcx") _, out("r11") _, out("r14") result)
+            } else {
+                window!("mov eax, {nr}", "mov r14, rax"; nr = const nr::BENCH_NULL,
+                        out("rcx") _, out("r11") _, out("r14") result)
+            };
+            bad += usize::from(event && result != 0);
+            t
+        });
+        if bad != 0 {
+            return Err("bench_null did not return 0");
+        }
+        Ok(r)
+    }
+
+    /// INT3 with the resume opt-in: #BP delivery, the handler, the return past the INT3.
+    fn int3() -> Result<(Vec<i64>, i64), &'static str> {
+        // SAFETY: the opt-in only changes what happens to our own INT3s.
+        unsafe { sys::raw::syscall1(nr::BENCH_BREAKPOINTS_RESUME, 1) };
+        let before = counter(bench_counter::BREAKPOINTS);
+        let r = timed(N, |_, event| if event { window!("int3";) } else { window!(;) });
+        let taken = counter(bench_counter::BREAKPOINTS) - before;
+        // SAFETY: as above.
+        unsafe { sys::raw::syscall1(nr::BENCH_BREAKPOINTS_RESUME, 0) };
+        if taken != N as u64 {
+            return Err("the kernel did not resume exactly one #BP per INT3");
+        }
+        Ok(r)
+    }
+
+    // A byte store timed like `window!`, in a function of its own so that its resume point has
+    // a fixed address: `bench_store_resume`, where a faulting store continues under
+    // `bench_fault_resume`, and where a store that does not fault falls through to.
+    // SAFETY: a plain function (SysV: RDI = address, RAX = result; it uses only RAX, RDX, R8,
+    // R9, caller-saved). A fault on the store either resumes at `bench_store_resume` with every
+    // register intact or (demand paging) re-executes the store.
+    core::arch::global_asm!(
+        ".pushsection .text.bench_store, \"ax\"",
+        ".global bench_store_window",
+        "bench_store_window:",
+        "    jmp 2f",
+        "2:  rdtsc",
+        "    mov r8, rax",
+        "    mov r9, rdx",
+        "    mov byte ptr [rdi], 1",
+        ".global bench_store_resume",
+        "bench_store_resume:",
+        "    jmp 3f",
+        "3:  rdtsc",
+        "    shl rdx, 32",
+        "    or rax, rdx",
+        "    shl r9, 32",
+        "    or r8, r9",
+        "    sub rax, r8",
+        "    ret",
+        ".popsection",
+    );
+
+    extern "C" {
+        fn bench_store_window(addr: u64) -> i64;
+        static bench_store_resume: u8;
+    }
+
+    /// A store to a never-mapped page with the fault-resume opt-in: #PF delivery, the kernel's
+    /// check that no demand range covers it, the return to `bench_store_resume`.
+    fn page_fault_resume() -> Result<(Vec<i64>, i64), &'static str> {
+        let mapped = vec![0u8; 64];
+        let target = mapped.as_ptr() as u64;
+        // SAFETY: only the symbol's address is taken.
+        let resume = unsafe { &bench_store_resume as *const u8 as u64 };
+        let before = counter(bench_counter::FAULTS_RESUMED);
+        // SAFETY: only faults of this process resume there, and `bench_store_window` is written
+        // so that resuming at that label completes it.
+        unsafe { sys::raw::syscall1(nr::BENCH_FAULT_RESUME, resume) };
+        // SAFETY: `UNMAPPED` faults (and resumes); `target` is a live heap byte we own.
+        let r = timed(N, |_, event| unsafe { bench_store_window(if event { UNMAPPED } else { target }) });
+        // SAFETY: turns the opt-in off again.
+        unsafe { sys::raw::syscall1(nr::BENCH_FAULT_RESUME, 0) };
+        let resumed = counter(bench_counter::FAULTS_RESUMED) - before;
+        drop(mapped);
+        if resumed != N as u64 {
+            return Err("the kernel did not resume exactly one #PF per store to an unmapped page");
+        }
+        Ok(r)
+    }
+
+    /// The first store to each page `map` reserved: #PF, a zeroed frame mapped, the store
+    /// re-executed. The baseline is the second store to the same page.
+    fn page_fault_demand() -> Result<(Vec<i64>, i64), &'static str> {
+        let region = sys::map(N_DEMAND * rt::PAGE_SIZE).map_err(|_| "map failed")? as u64;
+        let before = counter(bench_counter::DEMAND_FAULTS);
+        let r = timed(N_DEMAND, |i, _| {
+            // SAFETY: the page lies in our fresh `map` range; the first store faults it in.
+            unsafe { bench_store_window(region + (i * rt::PAGE_SIZE) as u64) }
+        });
+        let faults = counter(bench_counter::DEMAND_FAULTS) - before;
+        if faults != N_DEMAND as u64 {
+            return Err("not exactly one demand fault per page touched");
+        }
+        Ok(r)
+    }
+
+    /// The first TSC gap of at least `threshold` between two readings of a tight loop: with a
+    /// threshold above the loop's own cost, the gap that holds an interrupt; with 0, the loop's
+    /// own cost. The "previous reading" starts at -2^63, so the first gap is negative and every
+    /// gap returned spans exactly one full iteration.
+    fn timer_gap(threshold: i64) -> i64 {
+        let gap: i64;
+        // SAFETY: reads the TSC only; the loop ends once a gap reaches `threshold`, which an
+        // interrupt's gap does (and with a threshold of 0 the second gap does).
+        unsafe {
+            asm!(
+                "mov r8, {start}",
+                "4:", "jmp 3f", "3:", "rdtsc", "shl rdx, 32", "or rax, rdx",
+                "mov r9, rax", "sub r9, r8", "mov r8, rax", "cmp r9, {t}", "jl 4b",
+                start = in(reg) i64::MIN, t = in(reg) threshold,
+                out("rax") _, out("rdx") _, out("r8") _, out("r9") gap,
+                options(nomem, nostack)
+            );
+        }
+        gap
+    }
+
+    /// A LAPIC timer interrupt taken in a user loop that only reads the TSC: the gap it leaves,
+    /// minus the loop's own gap. A sample counts only if exactly one tick happened around it.
+    fn timer() -> Result<(Vec<i64>, i64), &'static str> {
+        let base = (0..16).map(|_| timer_gap(0)).min().unwrap_or(0);
+        let threshold = 4 * base + 32;
+        let mut samples = Vec::with_capacity(N_TIMER);
+        let mut rejected = 0;
+        while samples.len() < N_TIMER {
+            if rejected > 4 * N_TIMER {
+                return Err("too few gaps matched exactly one timer tick");
+            }
+            let t0 = counter(bench_counter::TIMER_TICKS);
+            let gap = timer_gap(threshold);
+            if counter(bench_counter::TIMER_TICKS) == t0 + 1 {
+                samples.push(gap - base);
+            } else {
+                rejected += 1;
+            }
+        }
+        if rejected != 0 {
+            println!("bench: timer: {rejected} gaps without exactly one tick left out");
+        }
+        Ok((samples, base))
+    }
+
+    /// `bench_self_nmi(1)`, which sends this CPU an NMI and returns once it was handled, against
+    /// `bench_self_nmi(0)`, the same call without the send: the NMI's delivery to ring 0, its
+    /// handler and return (plus the ICR write itself).
+    fn nmi_self() -> Result<(Vec<i64>, i64), &'static str> {
+        let mut wrong = 0;
+        let r = timed(N, |_, send| {
+            let handled: u64;
+            let t = window!("mov eax, {nr}", "syscall", "mov r14, rax"; nr = const nr::BENCH_SELF_NMI,
+                            in("rdi") u64::from(send), out("rcx") _, out("r11") _, out("r14") handled);
+            wrong += usize::from(handled != u64::from(send));
+            t
+        });
+        if wrong != 0 {
+            return Err("bench_self_nmi did not take exactly one NMI per send (and none without)");
+        }
+        Ok(r)
+    }
+}
