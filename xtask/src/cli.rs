@@ -11,6 +11,8 @@ commands:
   iso          build the bootable ISO and print its path
   run          boot the ISO in an emulator and stream the serial log (COM1) to stdout
   test         host unit tests, then the boot matrix (one line per case)
+  compare      FRED vs IST: the bench program on Bochs wildcat_lake with FRED on and off, 1 CPU;
+               a table of round trips in retired instructions (also in target/compare/)
 
 options (build, iso, run):
   --release | --debug     cargo profile of the bare-metal images (default: --release)
@@ -19,7 +21,7 @@ options (build, iso, run):
   --cmdline \"...\"         appended to the kernel CMDLINE of limine.cfg
   --entry auto|fred|ist   entry backend: appends entry=... to the kernel command line
 
-options (run):
+options (run; --timeout also for compare):
   --emulator qemu|bochs   default: qemu (bochs when --fred is given)
   --accel tcg|kvm         QEMU accelerator (default: tcg; kvm needs /dev/kvm)
   --smp N                 number of CPUs (default: 4)
@@ -50,6 +52,7 @@ pub enum Command {
     Iso,
     Run,
     Test,
+    Compare,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +156,8 @@ fn applies(option: &str, command: Command) -> bool {
     match option {
         "--release" | "--debug" | "--limine" => true,
         "--cmdline" | "--entry" => matches!(command, Build | Iso | Run),
-        "--emulator" | "--accel" | "--smp" | "--fred" | "--cpu" | "--timeout" => command == Run,
+        "--emulator" | "--accel" | "--smp" | "--fred" | "--cpu" => command == Run,
+        "--timeout" => matches!(command, Run | Compare),
         "--filter" | "--no-host" | "--jobs" => command == Test,
         _ => false,
     }
@@ -189,6 +193,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         Some("iso") => Command::Iso,
         Some("run") => Command::Run,
         Some("test") => Command::Test,
+        Some("compare") => Command::Compare,
         Some(other) => return bad(format!("unknown command {other:?}")),
     };
     let mut opts = Options::new(command);
@@ -303,6 +308,7 @@ pub fn command_name(command: Command) -> &'static str {
         Command::Iso => "iso",
         Command::Run => "run",
         Command::Test => "test",
+        Command::Compare => "compare",
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bochs;
 mod cli;
+mod compare;
 mod emulator;
 mod images;
 mod iso;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         cli::Command::Iso => run::iso(&opts).map(|_| 0),
         cli::Command::Run => run::run(&opts),
         cli::Command::Test => test::test(&opts),
+        cli::Command::Compare => compare::compare(&opts),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -48,7 +48,7 @@ pub fn build(opts: &Options) -> Result<Images> {
 }
 
 /// Builds what `opts` asks for and returns the ISO and the manifest it boots.
-fn make_iso(opts: &Options, loader: &Loader) -> Result<(PathBuf, Manifest)> {
+pub fn make_iso(opts: &Options, loader: &Loader) -> Result<(PathBuf, Manifest)> {
     let mut manifest = load_manifest()?;
     manifest.append_cmdline(&opts.extra_cmdline());
     let images = images::build(&manifest, opts.release, *loader == Loader::Bridge)?;
