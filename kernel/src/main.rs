@@ -78,6 +78,7 @@ mod bsp {
         );
 
         entry::select(cmd.entry, &features);
+        kernel::arch::x86_64::user_segments::init(features.lkgs);
         BOOT.call_once(|| Boot { test: cmd.test, cpus_found });
         let stack = cea::bring_up(0, bsp_lapic_id);
         smp::set_features(features);

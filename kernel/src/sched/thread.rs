@@ -9,6 +9,7 @@ use super::process::Process;
 use super::queue::{least_loaded, RunQueue, SleepQueue};
 use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::entry::{self, vector};
+use crate::arch::x86_64::user_segments::UserSegments;
 use crate::arch::x86_64::{apic, gdt, paging, percpu, smp};
 use crate::mm::kvm::KernelStack;
 
@@ -32,10 +33,12 @@ pub struct Thread {
     /// The kernel RSP saved by the context switch while the thread is not running.
     saved_rsp: UnsafeCell<u64>,
     state: AtomicU8,
+    /// A user thread's FS/GS selectors and bases while it is switched out.
+    user_segments: UnsafeCell<UserSegments>,
 }
 
-// SAFETY: `saved_rsp` is only touched by the context switch on the thread's home CPU, with
-// interrupts disabled; everything else is atomic or immutable.
+// SAFETY: `saved_rsp` and `user_segments` are only touched by the context switch on the
+// thread's home CPU, with interrupts disabled; everything else is atomic or immutable.
 unsafe impl Sync for Thread {}
 unsafe impl Send for Thread {}
 
@@ -152,6 +155,7 @@ fn new_thread(process: Option<Arc<Process>>, cpu: Option<usize>, frame: Option<T
         kstack,
         saved_rsp: UnsafeCell::new(sp),
         state: AtomicU8::new(State::Ready as u8),
+        user_segments: UnsafeCell::new(UserSegments::default()),
     }))
 }
 
@@ -268,6 +272,10 @@ pub fn schedule() {
                 return;
             }
         }
+        if let Some(p) = prev.as_ref().filter(|p| p.process.is_some()) {
+            // SAFETY: `p` was running here until now, so the live FS/GS state is its own.
+            unsafe { *p.user_segments.get() = UserSegments::save() };
+        }
         let save: *mut u64 = match &prev {
             Some(p) if p.state() == State::Dead => &mut s.discard_rsp,
             Some(p) => p.saved_rsp.get(),
@@ -281,6 +289,9 @@ pub fn schedule() {
                 match &n.process {
                     Some(p) => {
                         p.ran_on.insert(cpu);
+                        // SAFETY: ring 0, interrupts off; `n` is not running anywhere, so its
+                        // saved state is stable, and it holds selectors it could load itself.
+                        unsafe { (*n.user_segments.get()).restore() };
                         paging::switch_to(p.pml4());
                     }
                     None => paging::switch_to(paging::kernel_pml4()),

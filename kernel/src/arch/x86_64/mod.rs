@@ -22,6 +22,8 @@ pub mod serial;
 pub mod smp;
 #[cfg(target_os = "none")]
 pub mod tss;
+#[cfg(target_os = "none")]
+pub mod user_segments;
 
 #[cfg(target_os = "none")]
 /// Stops this CPU for good: interrupts off, HLT in a loop (an NMI may still wake it).

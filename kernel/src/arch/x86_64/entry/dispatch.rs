@@ -44,8 +44,13 @@ static BACKEND: AtomicU8 = AtomicU8::new(Backend::Ist as u8);
 
 /// Chooses the backend once, on the BSP, from the command line and CPUID.
 pub fn select(choice: EntryChoice, features: &Features) -> Backend {
-    let backend = match (choice, features.fred) {
+    // Every FRED CPU has LKGS, and the context switch needs it under FRED (`user_segments`).
+    let backend = match (choice, features.fred && features.lkgs) {
         (EntryChoice::Ist, _) => Backend::Ist,
+        (EntryChoice::Fred, false) if features.fred => {
+            log::error!("entry=fred asked for, but this CPU has FRED without LKGS (CPUID.(7,1):EAX[18] = 0): using ist");
+            Backend::Ist
+        }
         (EntryChoice::Fred, false) => {
             log::error!("entry=fred asked for, but this CPU has no FRED (CPUID.(7,1):EAX[17] = 0): using ist");
             Backend::Ist
