@@ -106,6 +106,8 @@ pub const FRED_SCENARIOS: &[&str] = &[
     "preempt",
     "nmi_storm",
     "nmi_backtrace",
+    // The comparison's bench program: every event it times must really happen on both backends.
+    "bench",
 ];
 /// FRED-only scenarios (FRED on, 1 CPU): `nesting` shows the stack levels at work, a #DB inside
 /// the NMI handler running on the NMI's level-2 stack. Its IST twin is `ist_nesting`, which

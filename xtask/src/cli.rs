@@ -415,6 +415,14 @@ mod tests {
     }
 
     #[test]
+    fn compare_takes_a_timeout_and_refuses_machine_options() {
+        let opts = parse_str("compare --timeout 100 --debug").unwrap();
+        assert_eq!((opts.command, opts.timeout_secs, opts.release), (Command::Compare, Some(100), false));
+        assert!(error("compare --smp 4").contains("does not apply to `compare`"));
+        assert!(error("compare --fred off").contains("does not apply to `compare`"));
+    }
+
+    #[test]
     fn test_options_parse() {
         let opts = parse_str("test --filter timer --no-host --jobs 2 --debug").unwrap();
         assert_eq!(opts.filter.as_deref(), Some("timer"));

@@ -24,10 +24,19 @@ const SCENARIO: &str = "bench";
 pub const EVENTS: &[(&str, &str)] = &[
     ("syscall_null", "null system call (SYSCALL, return)"),
     ("int3", "int3 (#BP from ring 3, resumed)"),
-    ("page_fault", "user page fault (#PF, resumed past the store)"),
-    ("page_fault_demand", "user page fault, demand paging (zeroed page mapped)"),
+    (
+        "page_fault",
+        "user page fault (#PF, resumed past the store)",
+    ),
+    (
+        "page_fault_demand",
+        "user page fault, demand paging (zeroed page mapped)",
+    ),
     ("timer", "timer interrupt (LAPIC, from ring 3)"),
-    ("nmi_self", "NMI self-IPI (in a system call, minus one without the send)"),
+    (
+        "nmi_self",
+        "NMI self-IPI (in a system call, minus one without the send)",
+    ),
 ];
 
 /// One `BENCH <name> n=.. median=.. min=.. max=.. base=..` line.
@@ -48,14 +57,18 @@ pub fn parse_log(serial: &str) -> std::result::Result<Vec<Measurement>, String> 
     let mut out = Vec::new();
     let mut done = false;
     for line in serial.lines() {
-        let Some(at) = line.find("BENCH ") else { continue };
+        let Some(at) = line.find("BENCH ") else {
+            continue;
+        };
         let rest = line[at + "BENCH ".len()..].trim();
         if rest == "done" {
             done = true;
             continue;
         }
         let mut words = rest.split_whitespace();
-        let name = words.next().ok_or_else(|| format!("BENCH line without a name: {line:?}"))?;
+        let name = words
+            .next()
+            .ok_or_else(|| format!("BENCH line without a name: {line:?}"))?;
         let field = |key: &str| -> std::result::Result<i64, String> {
             rest.split_whitespace()
                 .filter_map(|w| w.split_once('='))
@@ -67,7 +80,9 @@ pub fn parse_log(serial: &str) -> std::result::Result<Vec<Measurement>, String> 
         };
         let m = Measurement {
             name: name.to_string(),
-            n: field("n")?.try_into().map_err(|_| format!("BENCH {name}: negative n"))?,
+            n: field("n")?
+                .try_into()
+                .map_err(|_| format!("BENCH {name}: negative n"))?,
             median: field("median")?,
             min: field("min")?,
             max: field("max")?,
@@ -99,13 +114,23 @@ pub struct Table<'a> {
 
 impl<'a> Table<'a> {
     /// Pairs up the two runs' measurements; every event must be in both.
-    pub fn new(fred: &'a [Measurement], ist: &'a [Measurement]) -> std::result::Result<Table<'a>, String> {
+    pub fn new(
+        fred: &'a [Measurement],
+        ist: &'a [Measurement],
+    ) -> std::result::Result<Table<'a>, String> {
         let find = |set: &'a [Measurement], name: &str, which: &str| {
-            set.iter().find(|m| m.name == name).ok_or_else(|| format!("the {which} run reported no {name}"))
+            set.iter()
+                .find(|m| m.name == name)
+                .ok_or_else(|| format!("the {which} run reported no {name}"))
         };
         let mut rows = Vec::new();
         for &(name, label) in EVENTS {
-            rows.push((name, label, find(fred, name, "FRED")?, find(ist, name, "IST")?));
+            rows.push((
+                name,
+                label,
+                find(fred, name, "FRED")?,
+                find(ist, name, "IST")?,
+            ));
         }
         Ok(Table { rows })
     }
@@ -113,13 +138,21 @@ impl<'a> Table<'a> {
     /// A Markdown table: medians, min..max, and the ratio of the medians.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        s.push_str("| event | FRED median | FRED min..max | IST median | IST min..max | FRED/IST |\n");
+        s.push_str(
+            "| event | FRED median | FRED min..max | IST median | IST min..max | FRED/IST |\n",
+        );
         s.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
         for (_, label, f, i) in &self.rows {
             let _ = writeln!(
                 s,
                 "| {label} | {} | {}..{} | {} | {}..{} | {} |",
-                f.median, f.min, f.max, i.median, i.min, i.max, ratio(f.median, i.median)
+                f.median,
+                f.min,
+                f.max,
+                i.median,
+                i.min,
+                i.max,
+                ratio(f.median, i.median)
             );
         }
         s
@@ -131,7 +164,16 @@ impl<'a> Table<'a> {
             let _ = writeln!(
                 s,
                 "{name},{},{},{},{},{},{},{},{},{},{},{}",
-                f.n, f.median, f.min, f.max, f.base, i.n, i.median, i.min, i.max, i.base,
+                f.n,
+                f.median,
+                f.min,
+                f.max,
+                f.base,
+                i.n,
+                i.median,
+                i.min,
+                i.max,
+                i.base,
                 ratio(f.median, i.median)
             );
         }
@@ -145,7 +187,13 @@ impl<'a> Table<'a> {
         const BAR_H: f64 = 14.0;
         const GROUP_H: f64 = 44.0;
         const TOP: f64 = 40.0;
-        let max = self.rows.iter().flat_map(|(_, _, f, i)| [f.median, i.median]).max().unwrap_or(1).max(1) as f64;
+        let max = self
+            .rows
+            .iter()
+            .flat_map(|(_, _, f, i)| [f.median, i.median])
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
         let height = TOP + GROUP_H * self.rows.len() as f64 + 30.0;
         let width = LABEL_W + BAR_W + 90.0;
         let mut s = String::new();
@@ -183,7 +231,12 @@ impl<'a> Table<'a> {
 }
 
 /// Boots the bench on one backend and returns its measurements.
-fn run_one(opts: &Options, found: &bochs::Bochs, fred: bool, dir: &Path) -> Result<Vec<Measurement>> {
+fn run_one(
+    opts: &Options,
+    found: &bochs::Bochs,
+    fred: bool,
+    dir: &Path,
+) -> Result<Vec<Measurement>> {
     let backend = if fred { Backend::Fred } else { Backend::Ist };
     let name = if fred { "fred" } else { "ist" };
     let mut opts = opts.clone();
@@ -207,7 +260,11 @@ fn run_one(opts: &Options, found: &bochs::Bochs, fred: bool, dir: &Path) -> Resu
         if fred { "" } else { " exclude_features=\"fred\"" },
         timeout.as_secs()
     ));
-    let limits = BootLimits { timeout: Some(timeout), scenario: Some(SCENARIO.to_string()), echo: false };
+    let limits = BootLimits {
+        timeout: Some(timeout),
+        scenario: Some(SCENARIO.to_string()),
+        echo: false,
+    };
     let work = dir.join(name);
     let result = emulator::boot(&machine, &iso, &work, &limits)?;
     let expect = Expectation::new(SCENARIO, 1, Some(backend), Emulator::Bochs);
@@ -218,7 +275,8 @@ fn run_one(opts: &Options, found: &bochs::Bochs, fred: bool, dir: &Path) -> Resu
             crate::util::indent(&tail(&result.serial, 20), "    | ")
         ));
     }
-    let measured = parse_log(&result.serial).map_err(|e| format!("{name}: {e} (log: {})", result.serial_log.display()))?;
+    let measured = parse_log(&result.serial)
+        .map_err(|e| format!("{name}: {e} (log: {})", result.serial_log.display()))?;
     step(format!(
         "{name}: {} measurements in {:.1} s (log: {})",
         measured.len(),
@@ -231,7 +289,11 @@ fn run_one(opts: &Options, found: &bochs::Bochs, fred: bool, dir: &Path) -> Resu
 pub fn compare(opts: &Options) -> Result<u8> {
     crate::tools::ensure(&iso_tools(&loader(opts)?))?;
     let found = bochs::find_fred()?;
-    step(format!("Bochs {} at {} (FRED-capable)", found.version, found.binary.display()));
+    step(format!(
+        "Bochs {} at {} (FRED-capable)",
+        found.version,
+        found.binary.display()
+    ));
     let dir = target_dir().join("compare");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let fred = run_one(opts, &found, true, &dir)?;
@@ -247,12 +309,19 @@ pub fn compare(opts: &Options) -> Result<u8> {
         fred.iter().find(|m| m.name == "page_fault_demand").map_or(0, |m| m.n),
         table.markdown()
     );
-    for (file, text) in [("compare.md", &md), ("compare.csv", &table.csv()), ("compare.svg", &table.svg())] {
+    for (file, text) in [
+        ("compare.md", &md),
+        ("compare.csv", &table.csv()),
+        ("compare.svg", &table.svg()),
+    ] {
         let path = dir.join(file);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     println!("\n{md}");
-    step(format!("wrote compare.md, compare.csv and compare.svg to {}", dir.display()));
+    step(format!(
+        "wrote compare.md, compare.csv and compare.svg to {}",
+        dir.display()
+    ));
     Ok(0)
 }
 
@@ -281,7 +350,14 @@ mod tests {
         assert_eq!(m.len(), EVENTS.len());
         assert_eq!(
             m[1],
-            Measurement { name: "int3".into(), n: 100, median: 101, min: 91, max: 301, base: 5 }
+            Measurement {
+                name: "int3".into(),
+                n: 100,
+                median: 101,
+                min: 91,
+                max: 301,
+                base: 5
+            }
         );
     }
 
@@ -317,11 +393,20 @@ mod tests {
         let table = Table::new(&fred, &ist).unwrap();
         let md = table.markdown();
         assert_eq!(md.lines().count(), 2 + EVENTS.len());
-        assert!(md.contains("| null system call (SYSCALL, return) | 100 | 90..300 | 200 | 90..300 | 0.50 |"));
+        assert!(md.contains(
+            "| null system call (SYSCALL, return) | 100 | 90..300 | 200 | 90..300 | 0.50 |"
+        ));
         let csv = table.csv();
-        assert!(csv.lines().nth(1).unwrap().starts_with("syscall_null,100,100,90,300,5,100,200,"));
+        assert!(csv
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("syscall_null,100,100,90,300,5,100,200,"));
         assert_eq!(table.svg().matches("<rect x=").count(), 2 * EVENTS.len());
         ist.retain(|m| m.name != "timer");
-        assert!(Table::new(&fred, &ist).err().unwrap().contains("IST run reported no timer"));
+        assert!(Table::new(&fred, &ist)
+            .err()
+            .unwrap()
+            .contains("IST run reported no timer"));
     }
 }

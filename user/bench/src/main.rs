@@ -48,7 +48,7 @@ mod program {
 
     fn main(_arg: &str) -> i32 {
         println!("bench: unit: TSC ticks (on Bochs: retired instructions), baseline subtracted");
-        let runs: [(&str, fn() -> Result<(Vec<i64>, i64), &'static str>); 6] = [
+        let runs: [(&str, Measure); 6] = [
             ("syscall_null", syscall_null),
             ("int3", int3),
             ("page_fault", page_fault_resume),
@@ -60,7 +60,14 @@ mod program {
         for (name, run) in runs {
             match run() {
                 Ok((mut samples, base)) => match Summary::of(&mut samples) {
-                    Some(summary) => println!("{}", Line { name, summary, base }),
+                    Some(summary) => println!(
+                        "{}",
+                        Line {
+                            name,
+                            summary,
+                            base
+                        }
+                    ),
                     None => {
                         println!("bench: FAIL: {name}: no samples");
                         failed += 1;
@@ -78,6 +85,9 @@ mod program {
         println!("BENCH done");
         0
     }
+
+    /// Runs one measurement: its samples (baseline already subtracted) and that baseline.
+    type Measure = fn() -> Result<(Vec<i64>, i64), &'static str>;
 
     fn counter(which: u64) -> u64 {
         // SAFETY: BENCH_COUNTER only reads a kernel counter.
@@ -152,7 +162,10 @@ mod program {
         // SAFETY: the opt-in only changes what happens to our own INT3s.
         unsafe { sys::raw::syscall1(nr::BENCH_BREAKPOINTS_RESUME, 1) };
         let before = counter(bench_counter::BREAKPOINTS);
-        let r = timed(N, |_, event| if event { window!("int3";) } else { window!(;) });
+        let r = timed(
+            N,
+            |_, event| if event { window!("int3";) } else { window!(;) },
+        );
         let taken = counter(bench_counter::BREAKPOINTS) - before;
         // SAFETY: as above.
         unsafe { sys::raw::syscall1(nr::BENCH_BREAKPOINTS_RESUME, 0) };
@@ -207,7 +220,9 @@ mod program {
         // so that resuming at that label completes it.
         unsafe { sys::raw::syscall1(nr::BENCH_FAULT_RESUME, resume) };
         // SAFETY: `UNMAPPED` faults (and resumes); `target` is a live heap byte we own.
-        let r = timed(N, |_, event| unsafe { bench_store_window(if event { UNMAPPED } else { target }) });
+        let r = timed(N, |_, event| unsafe {
+            bench_store_window(if event { UNMAPPED } else { target })
+        });
         // SAFETY: turns the opt-in off again.
         unsafe { sys::raw::syscall1(nr::BENCH_FAULT_RESUME, 0) };
         let resumed = counter(bench_counter::FAULTS_RESUMED) - before;

@@ -40,7 +40,11 @@ pub struct Line<'a> {
 impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.summary;
-        write!(f, "BENCH {} n={} median={} min={} max={} base={}", self.name, s.n, s.median, s.min, s.max, self.base)
+        write!(
+            f,
+            "BENCH {} n={} median={} min={} max={} base={}",
+            self.name, s.n, s.median, s.min, s.max, self.base
+        )
     }
 }
 
@@ -51,7 +55,15 @@ mod tests {
     #[test]
     fn median_of_an_odd_count_is_the_middle_sample() {
         let mut v = [9, 1, 5];
-        assert_eq!(Summary::of(&mut v), Some(Summary { n: 3, median: 5, min: 1, max: 9 }));
+        assert_eq!(
+            Summary::of(&mut v),
+            Some(Summary {
+                n: 3,
+                median: 5,
+                min: 1,
+                max: 9
+            })
+        );
     }
 
     #[test]
@@ -67,7 +79,19 @@ mod tests {
 
     #[test]
     fn line_has_every_field_the_host_parses() {
-        let line = Line { name: "syscall_null", summary: Summary { n: 2, median: 10, min: 9, max: -1 }, base: 7 };
-        assert_eq!(line.to_string(), "BENCH syscall_null n=2 median=10 min=9 max=-1 base=7");
+        let line = Line {
+            name: "syscall_null",
+            summary: Summary {
+                n: 2,
+                median: 10,
+                min: 9,
+                max: -1,
+            },
+            base: 7,
+        };
+        assert_eq!(
+            line.to_string(),
+            "BENCH syscall_null n=2 median=10 min=9 max=-1 base=7"
+        );
     }
 }
