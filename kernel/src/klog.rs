@@ -3,9 +3,20 @@
 //!
 //! The serial lock is owned per CPU: an exception or NMI that logs while its own CPU holds the
 //! lock prints anyway (lines may interleave) instead of deadlocking; other CPUs wait.
+//!
+//! Once a user-space console owns COM1 (`klog_attach`), the kernel stops writing to it: lines
+//! are queued whole in a ring that the console drains (`klog_read`) and prints between its
+//! clients' lines, so the two never interleave mid-line. Errors, and anything logged when the
+//! ring is full or busy (an NMI on top of a logging CPU), still go straight to the UART after
+//! what is queued, and a verdict or panic takes the UART back for good (`take_over`).
 
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use spin::Mutex;
+
+use crate::ipc::Notification;
 
 use crate::arch::x86_64::{percpu, serial::Com1};
 
@@ -28,14 +39,130 @@ pub fn with_serial<R>(f: impl FnOnce(&mut Com1) -> R) -> R {
     r
 }
 
+/// Bytes the ring holds before lines go to the UART directly.
+const RING_BYTES: usize = 64 * 1024;
+/// Whether the console owns COM1 and reads the kernel log from the ring.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+/// Set when a line was queued where the console could not be signalled (interrupts off):
+/// CPU 0's timer tick signals it.
+static SIGNAL_PENDING: AtomicBool = AtomicBool::new(false);
+static RING: Mutex<VecDeque<u8>> = Mutex::new(VecDeque::new());
+static CONSOLE: Mutex<Option<(Arc<Notification>, u64)>> = Mutex::new(None);
+
+/// A line being formatted, on the stack (no allocation: NMI handlers log).
+struct LineBuf {
+    bytes: [u8; 600],
+    len: usize,
+}
+
+impl Write for LineBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let n = s.len().min(self.bytes.len() - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+/// Hands the kernel log to the console: from now on lines are queued and `bits` signalled
+/// on `n` when there are new ones.
+pub fn attach(n: Arc<Notification>, bits: u64) {
+    x86_64::instructions::interrupts::without_interrupts(|| *CONSOLE.lock() = Some((n, bits)));
+    ATTACHED.store(true, Ordering::Release);
+    n_signal();
+}
+
+/// Moves whole queued lines into `out`; returns the bytes moved.
+pub fn read_queued(out: &mut [u8]) -> usize {
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut ring = RING.lock();
+        // Only whole lines: up to the last newline that fits.
+        let fit = ring.len().min(out.len());
+        let Some(end) = ring.iter().take(fit).rposition(|&b| b == b'\n').map(|i| i + 1) else { return 0 };
+        for (slot, b) in out.iter_mut().zip(ring.drain(..end)) {
+            *slot = b;
+        }
+        end
+    })
+}
+
+/// The kernel writes COM1 itself again, first whatever is still queued (verdicts, panics).
+pub fn take_over() {
+    ATTACHED.store(false, Ordering::Release);
+    flush_ring_direct();
+}
+
+fn flush_ring_direct() {
+    if let Some(mut ring) = RING.try_lock() {
+        with_serial(|com| {
+            for b in ring.drain(..) {
+                put(com, b);
+            }
+        });
+    }
+}
+
+/// One byte to the UART, a newline as CR LF (as `Com1`'s `fmt::Write` does).
+fn put(com: &mut Com1, b: u8) {
+    if b == b'\n' {
+        com.write_byte(b'\r');
+    }
+    com.write_byte(b);
+}
+
+fn n_signal() {
+    let console = x86_64::instructions::interrupts::without_interrupts(|| CONSOLE.lock().clone());
+    if let Some((n, bits)) = console {
+        n.signal(bits);
+    }
+}
+
+/// From CPU 0's timer tick: signal the console for lines queued with interrupts off.
+pub fn timer_tick() {
+    if SIGNAL_PENDING.swap(false, Ordering::AcqRel) {
+        n_signal();
+    }
+}
+
+/// Emits one formatted line: queued for the console, or written to the UART.
+fn emit(line: &LineBuf, urgent: bool) {
+    let interrupts_were_on = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if ATTACHED.load(Ordering::Acquire) && !urgent {
+            if let Some(mut ring) = RING.try_lock() {
+                if ring.len() + line.len <= RING_BYTES {
+                    ring.extend(&line.bytes[..line.len]);
+                    return true;
+                }
+            }
+        }
+        if ATTACHED.load(Ordering::Acquire) {
+            flush_ring_direct();
+        }
+        with_serial(|com| {
+            for &b in &line.bytes[..line.len] {
+                put(com, b);
+            }
+        });
+        false
+    })
+    .then(|| {
+        if interrupts_were_on {
+            n_signal();
+        } else {
+            SIGNAL_PENDING.store(true, Ordering::Release);
+        }
+    });
+}
+
 /// Prints one line that is not a log record (READY, TEST verdicts): the contract lines.
 pub fn print_line(args: fmt::Arguments<'_>) {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        with_serial(|com| {
-            let _ = com.write_fmt(args);
-            let _ = com.write_str("\n");
-        })
-    })
+    let mut line = LineBuf { bytes: [0; 600], len: 0 };
+    let _ = line.write_fmt(args);
+    line.len = line.len.min(line.bytes.len() - 1);
+    line.bytes[line.len] = b'\n';
+    line.len += 1;
+    emit(&line, false);
 }
 
 #[macro_export]
@@ -57,11 +184,12 @@ impl log::Log for KernelLogger {
         let cpu = percpu::cpu_index_or_boot();
         // The module path minus the crate name reads better: `arch::x86_64::smp` -> `smp`.
         let target = record.target().rsplit("::").next().unwrap_or("kernel");
-        x86_64::instructions::interrupts::without_interrupts(|| {
-            with_serial(|com| {
-                let _ = writeln!(com, "[cpu {cpu}] {:<5} {target}: {}", record.level(), record.args());
-            })
-        });
+        let mut line = LineBuf { bytes: [0; 600], len: 0 };
+        let _ = write!(line, "[cpu {cpu}] {:<5} {target}: {}", record.level(), record.args());
+        line.len = line.len.min(line.bytes.len() - 1);
+        line.bytes[line.len] = b'\n';
+        line.len += 1;
+        emit(&line, record.level() == log::Level::Error);
     }
 
     fn flush(&self) {}

@@ -77,6 +77,7 @@ mod bsp {
             x2apic_by_loader
         );
 
+        kernel::arch::x86_64::ioapic::init(&platform);
         entry::select(cmd.entry, &features);
         kernel::arch::x86_64::user_segments::init(features.lkgs);
         BOOT.call_once(|| Boot { test: cmd.test, cpus_found });
@@ -95,11 +96,13 @@ mod bsp {
         let (bsp_lapic_id, _, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
         let aps = smp::start_aps(mp_cpus, bsp_lapic_id, 5 * apic::TIMER_HZ);
         log::info!("{aps} APs online; {} frames free", phys::free_frames());
-        if boot.test.is_none() {
-            start_init();
-        }
+        // The servers run in an ordinary boot and in the scenarios that test them.
+        let servers = match boot.test {
+            None | Some("servers" | "server_crash") => start_init(boot.test.unwrap_or("")),
+            Some(_) => "",
+        };
         println!(
-            "READY cpus={}/{} entry={} servers=",
+            "READY cpus={}/{} entry={} servers={servers}",
             smp::online(),
             boot.cpus_found,
             entry::backend().name()
@@ -110,20 +113,35 @@ mod bsp {
         }
     }
 
-    /// Starts the root task, the `init` boot module, with its command line from limine.cfg.
-    fn start_init() {
-        match boot::module("init") {
-            Some(image) => {
-                if let Err(e) = kernel::sched::Process::spawn("init", image, boot::module_cmdline("init")) {
-                    log::error!("cannot start init: {e}");
-                }
+    /// Starts the root task, the `init` boot module, with its command line from limine.cfg
+    /// (plus `test=NAME` in a scenario) and its initial capabilities, and waits up to 20 s for
+    /// it to report its servers up. Returns READY's server list.
+    fn start_init(test: &str) -> &'static str {
+        let Some(image) = boot::module("init") else {
+            log::warn!("no init module in limine.cfg: nothing to run in user space");
+            return "";
+        };
+        let arg = match test {
+            "" => alloc::string::String::from(boot::module_cmdline("init")),
+            t => alloc::format!("{} test={t}", boot::module_cmdline("init")),
+        };
+        let caps = kernel::syscall::ipc::init_caps();
+        match kernel::sched::Process::spawn_with("init", image, &arg, caps, None) {
+            Ok(p) => kernel::syscall::ipc::set_init_process(p),
+            Err(e) => {
+                log::error!("cannot start init: {e}");
+                return "";
             }
-            None => log::warn!("no init module in limine.cfg: nothing to run in user space"),
         }
+        kernel::syscall::ipc::wait_servers_ready(20 * apic::TIMER_HZ).unwrap_or_else(|| {
+            log::error!("init did not report its servers up within 20 s");
+            ""
+        })
     }
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        kernel::klog::take_over();
         log::error!("PANIC: {info}");
         // Where was everybody else? Then stop them, so nothing runs on after the kernel broke.
         if smp::online() > 1 {

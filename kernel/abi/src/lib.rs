@@ -70,6 +70,64 @@ pub mod syscall {
     /// `thread_create`'s `cpu` argument for "let the kernel choose".
     pub const ANY_CPU: u64 = u64::MAX;
 
+    // --- IPC and capabilities (20..=39, 50..=53); see `cap` and `ipc` below. -------------
+    /// `endpoint_create() -> handle` with every right.
+    pub const ENDPOINT_CREATE: u64 = 20;
+    /// `notification_create() -> handle` with every right.
+    pub const NOTIFICATION_CREATE: u64 = 21;
+    /// `cap_derive(h, rights, badge) -> handle`: a copy of `h` with at most `rights`, and
+    /// `badge` if `h` has none. Revoking `h` revokes the copy.
+    pub const CAP_DERIVE: u64 = 22;
+    /// `cap_delete(h)`.
+    pub const CAP_DELETE: u64 = 23;
+    /// `cap_revoke(h)`: every capability derived from `h` stops working; `h` stays.
+    pub const CAP_REVOKE: u64 = 24;
+    /// `cap_info(h) -> kind << 32 | rights`.
+    pub const CAP_INFO: u64 = 25;
+    /// `send(ep, m0, m1, m2, m3, xfer)`: blocks until a receiver takes the message.
+    pub const SEND: u64 = 26;
+    /// `recv(ep, xfer) -> badge`, message in RSI, RDX, R10, R8.
+    pub const RECV: u64 = 27;
+    /// `call(ep, m0, m1, m2, m3, xfer)`: send with a one-shot reply capability and wait for
+    /// the reply (in RSI, RDX, R10, R8).
+    pub const CALL: u64 = 28;
+    /// `reply(m0, m1, m2, m3, xfer)`: answer the last call this thread received (RDI unused).
+    pub const REPLY: u64 = 29;
+    /// `reply_recv(ep, m0, m1, m2, m3, xfer) -> badge`: reply, then receive on `ep`.
+    pub const REPLY_RECV: u64 = 30;
+    /// `notify_signal(n, bits)`.
+    pub const NOTIFY_SIGNAL: u64 = 31;
+    /// `notify_wait(n) -> bits`: blocks until some bit is set, returns and clears them.
+    pub const NOTIFY_WAIT: u64 = 32;
+    /// `notify_timer(n, bits, milliseconds)`: signal `bits` on `n` from the timer interrupt
+    /// once `milliseconds` have passed.
+    pub const NOTIFY_TIMER: u64 = 33;
+    /// `irq_bind(irq, n, bits)`: the device interrupt `irq` names signals `bits` on `n`;
+    /// the line stays masked from each interrupt until `irq_ack`.
+    pub const IRQ_BIND: u64 = 34;
+    /// `irq_ack(irq)`: unmask the line after handling its interrupt.
+    pub const IRQ_ACK: u64 = 35;
+    /// `ioport_enable(io)`: the ports an I/O-port capability names become accessible to
+    /// the caller's process (through each CPU's TSS I/O bitmap while it runs there).
+    pub const IOPORT_ENABLE: u64 = 36;
+    /// `spawn(modules, args: *const ipc::SpawnArgs) -> process handle`: start a boot module.
+    pub const SPAWN: u64 = 37;
+    /// `process_wait(p) -> status`: blocks until the process has ended; its exit status as a
+    /// 32-bit pattern (`v as u32 as i32`), so that negative statuses are not errors.
+    pub const PROCESS_WAIT: u64 = 38;
+    /// `process_kill(p, code)`.
+    pub const PROCESS_KILL: u64 = 39;
+    /// `klog_attach(klog, n, bits)`: from now on kernel log lines are queued for the caller
+    /// (which owns the console) and `bits` signalled on `n` when there are some.
+    pub const KLOG_ATTACH: u64 = 50;
+    /// `klog_read(klog, buf, len) -> bytes`: whole queued kernel log lines.
+    pub const KLOG_READ: u64 = 51;
+    /// `servers_ready(modules)`: init reports its servers up; the kernel prints READY.
+    pub const SERVERS_READY: u64 = 52;
+    /// `ipc_stats(out: *mut [u64; 4])`: fastpath deliveries, slowpath deliveries, of those
+    /// cross-CPU, and messages delivered, over all CPUs.
+    pub const IPC_STATS: u64 = 53;
+
     // ---- Benchmark calls (40..=49): the `bench` program's view of the entry paths. They are
     // answered before the dispatcher looks up the calling thread (see kernel/src/syscall/bench.rs).
 
@@ -105,6 +163,10 @@ pub mod syscall {
     }
 }
 
+/// The exit status of a process that ended because a fault killed its threads (and none
+/// exited explicitly): this minus the exception vector (#PF: -270).
+pub const FAULT_EXIT_BASE: i64 = -256;
+
 /// Why a system call failed; returned negated in RAX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]
@@ -119,11 +181,28 @@ pub enum Error {
     NoMemory = 4,
     /// The named object (thread, CPU) does not exist.
     NotFound = 5,
+    /// The handle is forged, stale or revoked, or names the wrong kind of object.
+    BadHandle = 6,
+    /// The capability lacks a right the operation needs.
+    NoRights = 7,
+    /// The other side of an IPC ended (crashed or exited) before the operation completed.
+    PeerDied = 8,
+    /// `reply` with no call to answer.
+    NoCaller = 9,
 }
 
 impl Error {
-    pub const ALL: [Error; 5] =
-        [Error::NoSuchCall, Error::InvalidArgument, Error::BadAddress, Error::NoMemory, Error::NotFound];
+    pub const ALL: [Error; 9] = [
+        Error::NoSuchCall,
+        Error::InvalidArgument,
+        Error::BadAddress,
+        Error::NoMemory,
+        Error::NotFound,
+        Error::BadHandle,
+        Error::NoRights,
+        Error::PeerDied,
+        Error::NoCaller,
+    ];
 
     /// The RAX value that reports this error.
     pub const fn to_raw(self) -> u64 {
@@ -152,6 +231,155 @@ pub mod layout {
     pub const USER_STACK_SIZE: u64 = 64 * 1024;
     /// `map` allocates from here upwards.
     pub const USER_MAP_BASE: u64 = 0x0000_1000_0000_0000;
+}
+
+/// Capabilities: handles, rights and kinds of kernel object.
+pub mod cap {
+    /// Slots in a process's capability table.
+    pub const SLOTS: usize = 256;
+
+    /// A handle: slot index in bits 0..16, the slot's generation (never 0) above. Handle 0 is
+    /// never valid.
+    pub const fn handle(index: usize, generation: u32) -> u64 {
+        (generation as u64) << 16 | index as u64
+    }
+
+    /// The handle of the `i`-th capability a new process is started with (`SpawnArgs::caps`).
+    pub const fn initial(i: usize) -> u64 {
+        handle(i, 1)
+    }
+
+    /// What the kernel gives the root task, init, at start.
+    pub mod init_caps {
+        use super::initial;
+        /// Starting boot modules (`spawn`) and reporting servers up.
+        pub const MODULES: u64 = initial(0);
+        /// COM1's eight I/O ports (0x3f8..0x400).
+        pub const COM1_PORTS: u64 = initial(1);
+        /// COM1's interrupt line, ISA IRQ 4.
+        pub const COM1_IRQ: u64 = initial(2);
+        /// The kernel log, for whoever owns the console.
+        pub const KERNEL_LOG: u64 = initial(3);
+    }
+
+    /// What a capability allows.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+    pub struct Rights(pub u32);
+
+    impl Rights {
+        /// Send or call on an endpoint.
+        pub const SEND: Rights = Rights(1);
+        /// Receive on an endpoint.
+        pub const RECV: Rights = Rights(2);
+        /// Pass this capability on in a message or a spawn.
+        pub const GRANT: Rights = Rights(4);
+        /// Signal a notification.
+        pub const SIGNAL: Rights = Rights(8);
+        /// Wait on a notification.
+        pub const WAIT: Rights = Rights(16);
+        /// Control the object: kill or wait for a process, bind or ack an IRQ, enable I/O
+        /// ports, spawn boot modules, read the kernel log.
+        pub const CONTROL: Rights = Rights(32);
+        pub const ALL: Rights = Rights(63);
+
+        pub const fn empty() -> Self {
+            Rights(0)
+        }
+        pub const fn bits(self) -> u32 {
+            self.0
+        }
+        pub const fn contains(self, other: Rights) -> bool {
+            self.0 & other.0 == other.0
+        }
+    }
+
+    impl core::ops::BitOr for Rights {
+        type Output = Rights;
+        fn bitor(self, rhs: Rights) -> Rights {
+            Rights(self.0 | rhs.0)
+        }
+    }
+
+    impl core::ops::BitAnd for Rights {
+        type Output = Rights;
+        fn bitand(self, rhs: Rights) -> Rights {
+            Rights(self.0 & rhs.0)
+        }
+    }
+
+    /// Kinds of kernel object (`cap_info`'s upper half).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u32)]
+    pub enum Kind {
+        Endpoint = 1,
+        Notification = 2,
+        /// A process: its address space and threads.
+        Process = 3,
+        /// A range of I/O ports.
+        IoPorts = 4,
+        /// A device interrupt line.
+        Irq = 5,
+        /// The right to start boot modules (init's).
+        Modules = 6,
+        /// The kernel log (the console's).
+        KernelLog = 7,
+    }
+}
+
+/// The message format of synchronous IPC.
+///
+/// A message is four words in registers (RSI, RDX, R10, R8 both ways), which is all the
+/// fastpath carries, plus, through an optional [`Transfer`] block (R9), a byte buffer of up to
+/// [`MAX_BUFFER`] bytes and one capability.
+pub mod ipc {
+    /// Largest buffer one message carries.
+    pub const MAX_BUFFER: usize = 1024;
+    /// "No capability" in [`Transfer`].
+    pub const NO_CAP: u64 = 0;
+
+    /// The optional part of a message, in the caller's memory.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Transfer {
+        /// Bytes to send (`send_len <= MAX_BUFFER`).
+        pub send_buf: u64,
+        pub send_len: u64,
+        /// A capability to pass (needs the GRANT right), or `NO_CAP`.
+        pub send_cap: u64,
+        /// The rights the receiver gets (at most the sender's).
+        pub send_rights: u32,
+        pub _pad: u32,
+        /// Where received bytes go, and room there.
+        pub recv_buf: u64,
+        pub recv_cap_len: u64,
+        /// Written by the kernel: bytes received (truncated to `recv_cap_len`; the excess
+        /// is dropped and `recv_truncated` set), and the received capability's new handle.
+        pub recv_len: u64,
+        pub recv_cap: u64,
+        pub recv_truncated: u64,
+    }
+
+    /// How `spawn` starts a boot module.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct SpawnArgs {
+        /// The module's name (the file name in limine.cfg's `MODULE_PATH`).
+        pub name: u64,
+        pub name_len: u64,
+        /// Its argument string.
+        pub arg: u64,
+        pub arg_len: u64,
+        /// Handles of the caller's to give it (each needs GRANT); they become its handles
+        /// `cap::initial(0..caps_len)`, with the same rights minus GRANT unless `keep_grant`.
+        pub caps: u64,
+        pub caps_len: u64,
+        pub keep_grant: u64,
+        /// CPU for its first thread, or `syscall::ANY_CPU`.
+        pub cpu: u64,
+        /// A notification (SIGNAL right) and bits to signal when the process ends, or 0.
+        pub exit_notify: u64,
+        pub exit_bits: u64,
+    }
 }
 
 #[cfg(test)]

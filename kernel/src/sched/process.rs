@@ -1,7 +1,8 @@
 //! Processes: an address space, its threads, and how the process ends.
 
 use alloc::string::String;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
@@ -36,6 +37,20 @@ pub struct Process {
     fault_vectors: AtomicU64,
     /// Benchmark opt-ins (resumable INT3 and page faults) and their counts.
     pub bench: crate::syscall::bench::BenchState,
+    /// The capabilities this process holds.
+    pub caps: Mutex<crate::ipc::CapTable>,
+    /// Endpoints it created: they close when it ends.
+    pub owned_endpoints: Mutex<Vec<Weak<crate::ipc::Endpoint>>>,
+    /// I/O-port ranges (base, length) enabled through its I/O-port capabilities.
+    io_ports: Mutex<Vec<(u16, u16)>>,
+    /// Its threads (to wake blocked ones when it is killed).
+    threads: Mutex<Vec<Weak<Thread>>>,
+    /// Signalled when it ends (`spawn`'s `exit_notify`).
+    pub exit_notify: Mutex<Option<(Arc<crate::ipc::Notification>, u64)>>,
+    /// Threads blocked in `process_wait` on it.
+    exit_waiters: Mutex<Vec<Arc<Thread>>>,
+    /// Whether it was started as a server (listed in READY).
+    pub is_server: AtomicBool,
 }
 
 /// Why a program could not be started.
@@ -61,6 +76,18 @@ impl Process {
     /// Loads the ELF `image` into a new address space and starts its first thread with the
     /// argument string `arg`. A malformed image is refused and nothing is left behind.
     pub fn spawn(name: &str, image: &[u8], arg: &str) -> Result<Arc<Process>, SpawnError> {
+        Self::spawn_with(name, image, arg, Vec::new(), None)
+    }
+
+    /// Like `spawn`, with initial capabilities (handles `abi::cap::initial(0..)`) and the CPU of
+    /// the first thread.
+    pub fn spawn_with(
+        name: &str,
+        image: &[u8],
+        arg: &str,
+        caps: Vec<crate::ipc::Cap>,
+        cpu: Option<usize>,
+    ) -> Result<Arc<Process>, SpawnError> {
         let elf = elf::Elf::parse(image).map_err(SpawnError::Elf)?;
         let mut aspace = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
         for seg in elf.segments() {
@@ -101,8 +128,21 @@ impl Process {
             faults: AtomicUsize::new(0),
             fault_vectors: AtomicU64::new(0),
             bench: Default::default(),
+            caps: Mutex::new(crate::ipc::CapTable::new()),
+            owned_endpoints: Mutex::new(Vec::new()),
+            io_ports: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
+            exit_notify: Mutex::new(None),
+            exit_waiters: Mutex::new(Vec::new()),
+            is_server: AtomicBool::new(false),
         });
-        thread::spawn_user(&process, elf.entry(), rsp, [arg_at, arg.len() as u64], None).ok_or(SpawnError::NoMemory)?;
+        {
+            let mut table = process.caps.lock();
+            for cap in caps {
+                table.insert(cap).map_err(|_| SpawnError::NoMemory)?;
+            }
+        }
+        thread::spawn_user(&process, elf.entry(), rsp, [arg_at, arg.len() as u64], cpu).ok_or(SpawnError::NoMemory)?;
         log::info!("started {name} as pid {} (entry {:#x}, argument {:?})", process.pid, elf.entry(), core::str::from_utf8(arg).unwrap_or("?"));
         Ok(process)
     }
@@ -128,6 +168,11 @@ impl Process {
     pub fn record_fault(&self, vector: u64) {
         self.faults.fetch_add(1, Ordering::Relaxed);
         self.fault_vectors.fetch_or(1 << (vector & 63), Ordering::Relaxed);
+        // If no thread ends the process explicitly, it ends with this status: a process whose
+        // threads all died of faults did not succeed.
+        if !self.killed.load(Ordering::Acquire) {
+            let _ = self.exit_code.compare_exchange(0, abi::FAULT_EXIT_BASE - vector as i64, Ordering::AcqRel, Ordering::Acquire);
+        }
     }
 
     pub fn fault_vectors(&self) -> u64 {
@@ -167,6 +212,67 @@ impl Process {
         if left == 0 {
             self.finished.store(true, Ordering::Release);
             log::info!("{} (pid {}) exited with code {}", self.name, self.pid, self.exit_code());
+            crate::ipc::process_ended(self);
+            self.io_ports.lock().clear();
+            let notify = self.exit_notify.lock().take();
+            if let Some((n, bits)) = notify {
+                n.signal(bits);
+            }
+            for w in core::mem::take(&mut *self.exit_waiters.lock()) {
+                thread::wake(&w);
+            }
+        }
+    }
+
+    pub(super) fn add_thread(&self, t: &Arc<Thread>) {
+        let mut threads = self.threads.lock();
+        threads.retain(|w| w.strong_count() > 0);
+        threads.push(Arc::downgrade(t));
+    }
+
+    /// Its threads that still exist.
+    pub fn threads(&self) -> Vec<Arc<Thread>> {
+        self.threads.lock().iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// Blocks `me` until this process has ended; returns its exit code.
+    pub fn wait_exit(&self, me: &Arc<Thread>) -> Result<i64, abi::Error> {
+        loop {
+            {
+                let mut w = self.exit_waiters.lock();
+                if self.is_finished() {
+                    thread::mark_running(me);
+                    return Ok(self.exit_code());
+                }
+                if me.process.as_ref().is_some_and(|p| p.is_killed()) {
+                    w.retain(|t| !Arc::ptr_eq(t, me));
+                    thread::mark_running(me);
+                    return Err(abi::Error::PeerDied);
+                }
+                if !w.iter().any(|t| Arc::ptr_eq(t, me)) {
+                    w.push(me.clone());
+                }
+                thread::block_current(me);
+            }
+            thread::schedule();
+        }
+    }
+
+    /// Allows ports `base..base + len` to this process (from the next switch to it on).
+    pub fn enable_io_ports(&self, base: u16, len: u16) {
+        let mut ports = self.io_ports.lock();
+        if !ports.contains(&(base, len)) {
+            ports.push((base, len));
+        }
+    }
+
+    /// Makes this CPU's TSS I/O bitmap allow exactly this process's ports. Called by the
+    /// context switch (interrupts off) on the CPU that is switching to one of its threads.
+    pub fn load_io_ports(&self, cpu: usize) {
+        // Being changed right now (by a thread of ours on another CPU): the ports being added
+        // take effect at the next switch; `ioport_enable` itself reloads its own CPU.
+        if let Some(ports) = self.io_ports.try_lock() {
+            crate::arch::x86_64::cea::load_io_ports(cpu, self.pid, &ports);
         }
     }
 

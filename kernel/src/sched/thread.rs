@@ -35,6 +35,8 @@ pub struct Thread {
     state: AtomicU8,
     /// A user thread's FS/GS selectors and bases while it is switched out.
     user_segments: UnsafeCell<UserSegments>,
+    /// Inbox and pending reply of synchronous IPC.
+    pub ipc: crate::ipc::ThreadIpc,
 }
 
 // SAFETY: `saved_rsp` and `user_segments` are only touched by the context switch on the
@@ -82,6 +84,10 @@ struct CpuSched {
 }
 
 impl CpuSched {
+    fn current_is(&self, t: &Arc<Thread>) -> bool {
+        self.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, t))
+    }
+
     const fn new() -> Self {
         Self {
             run: RunQueue::new(),
@@ -156,6 +162,7 @@ fn new_thread(process: Option<Arc<Process>>, cpu: Option<usize>, frame: Option<T
         saved_rsp: UnsafeCell::new(sp),
         state: AtomicU8::new(State::Ready as u8),
         user_segments: UnsafeCell::new(UserSegments::default()),
+        ipc: Default::default(),
     }))
 }
 
@@ -179,6 +186,7 @@ pub fn spawn_user(process: &Arc<Process>, entry: u64, rsp: u64, args: [u64; 2], 
             return None;
         }
     };
+    process.add_thread(&t);
     enqueue_new(t.clone());
     Some(t)
 }
@@ -245,6 +253,34 @@ pub extern "C" fn finish_switch() {
 /// Switches to the next ready thread of this CPU, or to the idle loop if there is none. The
 /// current thread goes back on the queue if it is still runnable.
 pub fn schedule() {
+    switch(None);
+}
+
+/// The IPC fastpath: switches directly to `target`, a thread blocked on this CPU that was
+/// just handed a message, without queueing it. False (nothing done) if `target` lives on
+/// another CPU or is not blocked; the caller then wakes it the ordinary way.
+pub fn switch_to(target: &Arc<Thread>) -> bool {
+    if target.cpu != percpu::this().cpu_index || target.state() != State::Blocked {
+        return false;
+    }
+    switch(Some(target))
+}
+
+/// Marks the calling thread running again after it marked itself blocked but found its
+/// wait already satisfied.
+pub fn mark_running(me: &Arc<Thread>) {
+    with_sched(me.cpu, |_| {
+        if me.state() == State::Blocked {
+            me.set_state(State::Running);
+        }
+    });
+}
+
+/// Switches away from the current context: to `direct` if given and still blocked (checked
+/// under the lock), else to the next ready thread or the idle loop. Returns whether it
+/// switched to `direct`.
+fn switch(direct: Option<&Arc<Thread>>) -> bool {
+    let mut switched_direct = false;
     let were_enabled = x86_64::instructions::interrupts::are_enabled();
     x86_64::instructions::interrupts::disable();
     let me = percpu::this();
@@ -258,7 +294,13 @@ pub fn schedule() {
                 s.run.push(p.clone());
             }
         }
-        let next = s.run.pop();
+        let next = match direct {
+            Some(t) if t.state() == State::Blocked && !s.current_is(t) => {
+                switched_direct = true;
+                Some(t.clone())
+            }
+            _ => s.run.pop(),
+        };
         s.slice_left = SLICE_TICKS;
         me.need_resched.store(false, Ordering::Relaxed);
         if let (Some(p), Some(n)) = (&prev, &next) {
@@ -269,7 +311,7 @@ pub fn schedule() {
                 if were_enabled {
                     x86_64::instructions::interrupts::enable();
                 }
-                return;
+                return switched_direct;
             }
         }
         if let Some(p) = prev.as_ref().filter(|p| p.process.is_some()) {
@@ -293,6 +335,7 @@ pub fn schedule() {
                         // saved state is stable, and it holds selectors it could load itself.
                         unsafe { (*n.user_segments.get()).restore() };
                         paging::switch_to(p.pml4());
+                        p.load_io_ports(cpu);
                     }
                     None => paging::switch_to(paging::kernel_pml4()),
                 }
@@ -309,7 +352,7 @@ pub fn schedule() {
             if were_enabled {
                 x86_64::instructions::interrupts::enable();
             }
-            return;
+            return false;
         }
         s.current = next;
         s.previous = prev;
@@ -323,6 +366,7 @@ pub fn schedule() {
     if were_enabled {
         x86_64::instructions::interrupts::enable();
     }
+    switched_direct
 }
 
 /// The timer's part: wake sleepers whose time has come, and count down the time slice.
@@ -406,6 +450,12 @@ pub fn wake_all_of(process: &Arc<Process>) {
             kick(cpu);
         }
     }
+    // Threads blocked in IPC or a wait notice the kill and withdraw.
+    for t in process.threads() {
+        if t.state() == State::Blocked {
+            wake(&t);
+        }
+    }
     process.wake_waiter();
 }
 
@@ -414,6 +464,7 @@ pub fn exit_current() -> ! {
     x86_64::instructions::interrupts::disable();
     let cur = current().expect("exit_current outside a thread");
     cur.set_state(State::Dead);
+    crate::ipc::thread_exiting(&cur);
     with_sched(cur.cpu, |s| s.load -= 1);
     if let Some(p) = &cur.process {
         p.thread_ended(Some(&cur));

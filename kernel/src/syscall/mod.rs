@@ -3,6 +3,7 @@
 //! come back as `abi::Error` values.
 
 pub mod bench;
+pub mod ipc;
 pub mod uaccess;
 
 use alloc::sync::Arc;
@@ -34,6 +35,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         frame.rax = Error::NoSuchCall.to_raw();
         return;
     };
+    if let Some(result) = ipc::dispatch(frame, &thread, &process) {
+        frame.rax = match result {
+            Ok(v) => v,
+            Err(e) => e.to_raw(),
+        };
+        return;
+    }
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let result = match frame.rax {
         nr::LOG => log(&process, args[0], args[1]),

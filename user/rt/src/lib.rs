@@ -9,9 +9,14 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod line;
+pub mod proto;
 
 #[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
 mod heap;
+#[cfg(target_os = "none")]
+pub mod ipc;
 #[cfg(target_os = "none")]
 #[doc(hidden)]
 pub mod print;

@@ -7,7 +7,9 @@ use core::fmt::{self, Write};
 pub fn print_lines(args: fmt::Arguments) {
     // A failed `log` has nowhere to be reported; the line is dropped.
     let mut out = LineWriter::<LINE_MAX, _>::new(|line: &str| {
-        let _ = sys::log(line);
+        if !crate::console::write_line(line) {
+            let _ = sys::log(line);
+        }
     });
     // `LineWriter::write_str` never fails; an error here could only come from a `Display`
     // impl, and whatever it wrote so far is still printed.

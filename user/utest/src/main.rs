@@ -12,7 +12,11 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
+mod caps;
+#[cfg(target_os = "none")]
 mod faults;
+#[cfg(target_os = "none")]
+mod ipc;
 #[cfg(target_os = "none")]
 mod preempt;
 #[cfg(target_os = "none")]
@@ -44,6 +48,14 @@ mod program {
         Scenario {
             name: "preempt",
             run: crate::preempt::run,
+        },
+        Scenario {
+            name: "ipc",
+            run: crate::ipc::run,
+        },
+        Scenario {
+            name: "caps",
+            run: crate::caps::run,
         },
     ];
 

@@ -41,7 +41,18 @@ pub struct Platform {
     /// Enabled (or online-capable) processors, in MADT order.
     pub cpus: Vec<CpuEntry>,
     pub io_apics: Vec<IoApic>,
+    /// ISA IRQs wired to another GSI, or with non-ISA polarity/trigger.
+    pub isa_overrides: Vec<IsaOverride>,
     pub nmi_sources: usize,
+}
+
+/// An interrupt source override (ACPI 6.3 §5.2.12.5).
+#[derive(Clone, Copy, Debug)]
+pub struct IsaOverride {
+    pub irq: u8,
+    pub gsi: u32,
+    /// MPS INTI flags: bits 0..2 polarity (3: active low), bits 2..4 trigger (3: level).
+    pub flags: u16,
 }
 
 /// MADT flags bit 0: enabled; bit 1: online capable (ACPI 6.3 §5.2.12.2).
@@ -70,6 +81,9 @@ pub fn read_platform(rsdp_phys: u64) -> Result<Platform, acpi::AcpiError> {
             }
             MadtEntry::IoApic(e) => {
                 p.io_apics.push(IoApic { id: e.io_apic_id, address: e.io_apic_address, gsi_base: e.global_system_interrupt_base })
+            }
+            MadtEntry::InterruptSourceOverride(e) => {
+                p.isa_overrides.push(IsaOverride { irq: e.irq, gsi: e.global_system_interrupt, flags: e.flags })
             }
             MadtEntry::NmiSource(_) | MadtEntry::LocalApicNmi(_) | MadtEntry::X2ApicNmi(_) => p.nmi_sources += 1,
             _ => {}

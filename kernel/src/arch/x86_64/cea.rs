@@ -171,6 +171,46 @@ pub fn set_rsp0(cpu_index: usize, top: u64) {
     unsafe { (*tss_of(cpu_index)).tss.privilege_stack_table[0] = x86_64::VirtAddr::new(top) };
 }
 
+/// The I/O ports open in each CPU's TSS bitmap, and whose they are (pid; 0: nobody's).
+static IO_LOADED: [spin::Mutex<(u64, alloc::vec::Vec<(u16, u16)>)>; super::smp::MAX_CPUS] =
+    [const { spin::Mutex::new((0, alloc::vec::Vec::new())) }; super::smp::MAX_CPUS];
+
+/// Opens exactly `ports` (base, length) in CPU `cpu_index`'s I/O bitmap for process `pid`,
+/// closing those of the process that had it before. Only the running CPU changes its own
+/// bitmap, with interrupts off (the context switch).
+pub fn load_io_ports(cpu_index: usize, pid: u64, ports: &[(u16, u16)]) {
+    let mut loaded = IO_LOADED[cpu_index].lock();
+    if loaded.0 == pid && loaded.1 == ports {
+        return;
+    }
+    if loaded.1.is_empty() && ports.is_empty() {
+        loaded.0 = pid;
+        return;
+    }
+    // SAFETY: the TSS page is mapped for the CPU's lifetime and only this CPU writes its
+    // bitmap (with interrupts off); the CPU reads it only for IN/OUT in ring 3, which cannot
+    // run on this CPU while we are in the kernel.
+    let bitmap = unsafe { &mut (*tss_of(cpu_index)).io_bitmap };
+    let mut set = |(base, len): (u16, u16), allow: bool| {
+        for port in base as usize..(base as usize + len as usize).min(65536) {
+            if allow {
+                bitmap[port / 8] &= !(1 << (port % 8));
+            } else {
+                bitmap[port / 8] |= 1 << (port % 8);
+            }
+        }
+    };
+    for &r in loaded.1.iter() {
+        set(r, false);
+    }
+    for &r in ports {
+        set(r, true);
+    }
+    loaded.0 = pid;
+    loaded.1.clear();
+    loaded.1.extend_from_slice(ports);
+}
+
 /// Where this CPU's alias of the SYSCALL trampoline lives.
 pub fn syscall_trampoline_alias(cpu_index: usize) -> u64 {
     area_base(cpu_index) + offset_of!(CpuEntryArea, syscall_trampoline) as u64

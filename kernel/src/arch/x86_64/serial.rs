@@ -22,7 +22,7 @@ impl Com1 {
         }
     }
 
-    fn write_byte(&mut self, b: u8) {
+    pub fn write_byte(&mut self, b: u8) {
         // SAFETY: COM1's line-status and data registers, see `init`.
         unsafe {
             let mut lsr = Port::<u8>::new(COM1 + 5);

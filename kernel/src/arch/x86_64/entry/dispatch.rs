@@ -7,7 +7,7 @@ use super::{extable, fred, ist, sysret};
 use crate::sched;
 
 use crate::arch::x86_64::cpu::Features;
-use crate::arch::x86_64::{apic, gdt, percpu, smp};
+use crate::arch::x86_64::{apic, gdt, ioapic, percpu, smp};
 use crate::cmdline::EntryChoice;
 use crate::harness::{self, Verdict};
 
@@ -168,10 +168,16 @@ pub(super) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         13 if frame.rip == fred::eretu_instruction() => bad_return(frame, unsafe { *((frame.rsp + 8) as *const u64) }),
         v if v < 32 => fatal(frame, "unexpected exception"),
         vector::TIMER => {
-            percpu::this().ticks.fetch_add(1, Ordering::Relaxed);
+            let me = percpu::this();
+            let now = me.ticks.fetch_add(1, Ordering::Relaxed) + 1;
             apic::end_of_interrupt();
+            if me.cpu_index == 0 {
+                crate::ipc::timer_tick(now);
+                crate::klog::timer_tick();
+            }
             sched::tick();
         }
+        v if (ioapic::IRQ_BASE..ioapic::IRQ_BASE + ioapic::ISA_IRQS).contains(&v) => crate::ipc::on_irq(v - ioapic::IRQ_BASE),
         vector::IPI_TLB_SHOOTDOWN => {
             smp::on_tlb_shootdown();
             apic::end_of_interrupt();

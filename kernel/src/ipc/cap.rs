@@ -1,0 +1,294 @@
+//! Capability tables: what a process may name, and with which rights.
+//!
+//! A process names kernel objects only through *handles*, indices into its own table. A handle
+//! carries the slot's generation, so a handle kept after its slot was deleted and reused is
+//! *stale* and refused, and a number that was never handed out is refused as *forged*. Every use
+//! checks the rights the operation needs.
+//!
+//! Revocation follows derivation. Each slot holds a [`CapNode`]; a capability passed to another
+//! process, or derived with fewer rights, is a new node whose parent is the node it came from.
+//! `revoke` marks the holder's node revoked and gives the holder a fresh node in its place, so
+//! every capability derived from the old one (in any process, in any message in flight) stops
+//! working at its next use, while the holder keeps its own.
+//!
+//! This module is pure (generic over the object type) and host-tested.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+pub use abi::cap::{Rights, SLOTS};
+
+/// Why a handle was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapError {
+    /// Out of range, never issued, or its slot is empty.
+    Invalid,
+    /// The slot was reused since this handle was issued.
+    Stale,
+    /// The capability, or one it was derived from, was revoked.
+    Revoked,
+    /// The capability lacks a right the operation needs.
+    NoRights,
+    /// No free slot.
+    Full,
+}
+
+/// One capability: an object, the rights it confers, and where it was derived from.
+pub struct CapNode<T> {
+    pub object: T,
+    pub rights: Rights,
+    /// Set by the mint that gave this capability its identity (0: none); an endpoint passes it
+    /// to the receiver so that a server can tell its clients apart.
+    pub badge: u64,
+    parent: Option<Arc<CapNode<T>>>,
+    revoked: AtomicBool,
+}
+
+impl<T: Clone> CapNode<T> {
+    /// An original capability (no parent): the one the object's creator holds.
+    pub fn root(object: T, rights: Rights) -> Arc<Self> {
+        Arc::new(Self { object, rights, badge: 0, parent: None, revoked: AtomicBool::new(false) })
+    }
+
+    /// A capability derived from `self` with at most its rights, and a badge if `self` has
+    /// none yet (a badge, once set, is fixed).
+    pub fn derive(self: &Arc<Self>, rights: Rights, badge: u64) -> Arc<Self> {
+        Arc::new(Self {
+            object: self.object.clone(),
+            rights: self.rights & rights,
+            badge: if self.badge != 0 { self.badge } else { badge },
+            parent: Some(self.clone()),
+            revoked: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether this capability and every one it derives from are still in force.
+    pub fn is_valid(&self) -> bool {
+        let mut node = Some(self);
+        while let Some(n) = node {
+            if n.revoked.load(Ordering::Acquire) {
+                return false;
+            }
+            node = n.parent.as_deref();
+        }
+        true
+    }
+
+    /// A node like this one (same object, rights, badge, parent) but with no children.
+    fn fresh_copy(&self) -> Arc<Self> {
+        Arc::new(Self {
+            object: self.object.clone(),
+            rights: self.rights,
+            badge: self.badge,
+            parent: self.parent.clone(),
+            revoked: AtomicBool::new(false),
+        })
+    }
+}
+
+struct Slot<T> {
+    generation: u32,
+    cap: Option<Arc<CapNode<T>>>,
+}
+
+/// A process's capability table.
+pub struct CapTable<T> {
+    slots: Vec<Slot<T>>,
+}
+
+/// The handle for slot `index` at `generation`.
+pub const fn handle(index: usize, generation: u32) -> u64 {
+    abi::cap::handle(index, generation)
+}
+
+fn split(h: u64) -> Option<(usize, u32)> {
+    let index = (h & 0xffff) as usize;
+    let generation = h >> 16;
+    if index >= SLOTS || generation == 0 || generation > u32::MAX as u64 {
+        return None;
+    }
+    Some((index, generation as u32))
+}
+
+impl<T: Clone> Default for CapTable<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Clone> CapTable<T> {
+    pub const fn new() -> Self {
+        Self { slots: Vec::new() }
+    }
+
+    /// Puts `cap` in the lowest free slot and returns its handle.
+    pub fn insert(&mut self, cap: Arc<CapNode<T>>) -> Result<u64, CapError> {
+        if let Some(i) = self.slots.iter().position(|s| s.cap.is_none()) {
+            let slot = &mut self.slots[i];
+            slot.cap = Some(cap);
+            return Ok(handle(i, slot.generation));
+        }
+        if self.slots.len() >= SLOTS {
+            return Err(CapError::Full);
+        }
+        self.slots.push(Slot { generation: 1, cap: Some(cap) });
+        Ok(handle(self.slots.len() - 1, 1))
+    }
+
+    /// The capability `h` names, if it is valid and has every right in `needed`.
+    pub fn get(&self, h: u64, needed: Rights) -> Result<Arc<CapNode<T>>, CapError> {
+        let (index, generation) = split(h).ok_or(CapError::Invalid)?;
+        let slot = self.slots.get(index).ok_or(CapError::Invalid)?;
+        let cap = slot.cap.as_ref().ok_or(CapError::Invalid)?;
+        if slot.generation != generation {
+            return Err(CapError::Stale);
+        }
+        if !cap.is_valid() {
+            return Err(CapError::Revoked);
+        }
+        if !cap.rights.contains(needed) {
+            return Err(CapError::NoRights);
+        }
+        Ok(cap.clone())
+    }
+
+    /// Empties the slot of `h`; its handle (and copies of the number) become stale.
+    pub fn delete(&mut self, h: u64) -> Result<Arc<CapNode<T>>, CapError> {
+        self.get(h, Rights::empty()).or_else(|e| match e {
+            // A revoked capability can still be deleted.
+            CapError::Revoked => Ok(self.slots[split(h).unwrap().0].cap.clone().unwrap()),
+            e => Err(e),
+        })?;
+        let (index, _) = split(h).ok_or(CapError::Invalid)?;
+        let slot = &mut self.slots[index];
+        slot.generation = slot.generation.wrapping_add(1).max(1);
+        Ok(slot.cap.take().expect("checked above"))
+    }
+
+    /// Revokes every capability derived from `h` (copies passed on, minted, in messages); the
+    /// holder keeps `h`.
+    pub fn revoke(&mut self, h: u64) -> Result<(), CapError> {
+        let old = self.get(h, Rights::empty())?;
+        let (index, _) = split(h).ok_or(CapError::Invalid)?;
+        self.slots[index].cap = Some(old.fresh_copy());
+        old.revoked.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Handles in use (for reports).
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.cap.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every valid capability, for teardown (the table is dropped afterwards).
+    pub fn drain(&mut self) -> Vec<Arc<CapNode<T>>> {
+        self.slots.iter_mut().filter_map(|s| s.cap.take()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table_with(obj: u32, rights: Rights) -> (CapTable<u32>, u64) {
+        let mut t = CapTable::new();
+        let h = t.insert(CapNode::root(obj, rights)).unwrap();
+        (t, h)
+    }
+
+    #[test]
+    fn rights_are_checked_on_every_use() {
+        let (t, h) = table_with(7, Rights::SEND | Rights::GRANT);
+        assert_eq!(t.get(h, Rights::SEND).unwrap().object, 7);
+        assert_eq!(t.get(h, Rights::SEND | Rights::GRANT).unwrap().object, 7);
+        assert_eq!(t.get(h, Rights::RECV).err(), Some(CapError::NoRights));
+        assert_eq!(t.get(h, Rights::SEND | Rights::RECV).err(), Some(CapError::NoRights));
+    }
+
+    #[test]
+    fn forged_handles_are_refused() {
+        let (t, h) = table_with(1, Rights::ALL);
+        for forged in [0, 1, h + 1, h ^ (1 << 16), handle(SLOTS, 1), u64::MAX, 0xdead_beef_0000, h | 1 << 60] {
+            assert!(t.get(forged, Rights::empty()).is_err(), "{forged:#x} accepted");
+        }
+    }
+
+    #[test]
+    fn stale_handles_are_refused_after_reuse() {
+        let (mut t, h) = table_with(1, Rights::ALL);
+        t.delete(h).unwrap();
+        assert_eq!(t.get(h, Rights::empty()).err(), Some(CapError::Invalid));
+        let h2 = t.insert(CapNode::root(2, Rights::ALL)).unwrap();
+        assert_eq!(h2 & 0xffff, h & 0xffff, "slot reused");
+        assert_ne!(h2, h);
+        assert_eq!(t.get(h, Rights::empty()).err(), Some(CapError::Stale));
+        assert_eq!(t.get(h2, Rights::empty()).unwrap().object, 2);
+        assert_eq!(t.delete(h).err(), Some(CapError::Stale));
+    }
+
+    #[test]
+    fn derivation_only_narrows_rights_and_fixes_the_badge() {
+        let root = CapNode::root(3u32, Rights::SEND | Rights::GRANT);
+        let child = root.derive(Rights::SEND | Rights::RECV, 42);
+        assert_eq!(child.rights, Rights::SEND);
+        assert_eq!(child.badge, 42);
+        let grandchild = child.derive(Rights::ALL, 99);
+        assert_eq!(grandchild.rights, Rights::SEND);
+        assert_eq!(grandchild.badge, 42, "a badge cannot be changed once set");
+    }
+
+    #[test]
+    fn revoke_cuts_off_every_derived_copy_but_not_the_holder() {
+        let (mut a, ha) = table_with(5, Rights::ALL);
+        let mut b = CapTable::new();
+        let mut c = CapTable::new();
+        // a passes to b, b passes on to c, and a keeps a message in flight.
+        let hb = b.insert(a.get(ha, Rights::GRANT).unwrap().derive(Rights::ALL, 0)).unwrap();
+        let hc = c.insert(b.get(hb, Rights::GRANT).unwrap().derive(Rights::SEND, 0)).unwrap();
+        let in_flight = a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0);
+        a.revoke(ha).unwrap();
+        assert!(a.get(ha, Rights::ALL).is_ok(), "the holder keeps its capability");
+        assert_eq!(b.get(hb, Rights::empty()).err(), Some(CapError::Revoked));
+        assert_eq!(c.get(hc, Rights::empty()).err(), Some(CapError::Revoked));
+        assert!(!in_flight.is_valid());
+        // What the holder derives after the revocation works.
+        let hb2 = b.insert(a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0)).unwrap();
+        assert!(b.get(hb2, Rights::SEND).is_ok());
+        // A revoked capability can be deleted, freeing its slot.
+        assert!(b.delete(hb).is_ok());
+    }
+
+    #[test]
+    fn revoking_a_middle_link_leaves_siblings_above_it_alone() {
+        let (mut a, ha) = table_with(5, Rights::ALL);
+        let mut b = CapTable::new();
+        let hb = b.insert(a.get(ha, Rights::empty()).unwrap().derive(Rights::ALL, 0)).unwrap();
+        let leaf = b.get(hb, Rights::empty()).unwrap().derive(Rights::SEND, 0);
+        let sibling = a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0);
+        b.revoke(hb).unwrap();
+        assert!(!leaf.is_valid());
+        assert!(sibling.is_valid());
+        assert!(b.get(hb, Rights::ALL).is_ok());
+        let _ = &mut a;
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mut t = CapTable::new();
+        for i in 0..SLOTS {
+            t.insert(CapNode::root(i as u32, Rights::ALL)).unwrap();
+        }
+        assert_eq!(t.insert(CapNode::root(0, Rights::ALL)).err(), Some(CapError::Full));
+        assert_eq!(t.len(), SLOTS);
+        let h = handle(3, 1);
+        t.delete(h).unwrap();
+        assert_eq!(t.insert(CapNode::root(9, Rights::ALL)).unwrap(), handle(3, 2));
+        assert_eq!(t.drain().len(), SLOTS);
+        assert!(t.is_empty());
+    }
+}

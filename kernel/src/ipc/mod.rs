@@ -1,0 +1,228 @@
+//! Synchronous IPC and capabilities.
+//!
+//! - [`cap`]: per-process capability tables with rights, generations and revocation (pure).
+//! - [`rendezvous`]: the endpoint state machine (pure).
+//! - `endpoint`: endpoints over threads: send, receive, call with a one-shot reply
+//!   capability, reply, reply-and-receive, and the direct-switch fastpath.
+//! - `notify`: notifications: signal bits, waitable, signalled by interrupts and timers.
+//!
+//! How a waiting thread gets its result: every thread has an *inbox* (`ThreadIpc`). Whoever
+//! completes the thread's operation (a partner, a closing endpoint, a dying server's reply
+//! capability) puts the result there and wakes the thread; the thread blocks with the inbox
+//! lock held while it checks, so no wake-up is lost.
+
+pub mod cap;
+pub mod rendezvous;
+
+#[cfg(target_os = "none")]
+mod endpoint;
+#[cfg(target_os = "none")]
+mod notify;
+#[cfg(target_os = "none")]
+pub use endpoint::*;
+#[cfg(target_os = "none")]
+pub use notify::*;
+
+#[cfg(target_os = "none")]
+pub use kernel_side::*;
+
+#[cfg(target_os = "none")]
+mod kernel_side {
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use spin::Mutex;
+
+    use super::cap::CapNode;
+    use super::{Endpoint, Notification};
+    use crate::sched::{self, Process, Thread};
+    use abi::cap::Kind;
+    use abi::Error;
+
+    /// What a capability names.
+    #[derive(Clone)]
+    pub enum KObject {
+        Endpoint(Arc<Endpoint>),
+        Notification(Arc<Notification>),
+        Process(Arc<Process>),
+        IoPorts { base: u16, len: u16 },
+        Irq(u8),
+        Modules,
+        KernelLog,
+    }
+
+    impl KObject {
+        pub fn kind(&self) -> Kind {
+            match self {
+                Self::Endpoint(_) => Kind::Endpoint,
+                Self::Notification(_) => Kind::Notification,
+                Self::Process(_) => Kind::Process,
+                Self::IoPorts { .. } => Kind::IoPorts,
+                Self::Irq(_) => Kind::Irq,
+                Self::Modules => Kind::Modules,
+                Self::KernelLog => Kind::KernelLog,
+            }
+        }
+    }
+
+    pub type Cap = Arc<CapNode<KObject>>;
+    pub type CapTable = super::cap::CapTable<KObject>;
+
+    /// A message in flight: four words, the sender's badge, an optional byte buffer (copied
+    /// out of the sender at send time) and an optional capability.
+    #[derive(Default)]
+    pub struct Message {
+        pub badge: u64,
+        pub words: [u64; 4],
+        pub data: Vec<u8>,
+        pub cap: Option<Cap>,
+        /// For a call: where the receiver's reply goes.
+        pub reply: Option<Arc<ReplyCap>>,
+    }
+
+    /// The one-shot right to answer a call. If it is dropped unused (the server died, or took
+    /// another call first), the caller gets `PeerDied` instead of waiting forever.
+    pub struct ReplyCap {
+        pub caller: Arc<Thread>,
+        used: AtomicBool,
+    }
+
+    impl ReplyCap {
+        pub fn new(caller: Arc<Thread>) -> Arc<Self> {
+            Arc::new(Self { caller, used: AtomicBool::new(false) })
+        }
+
+        /// Delivers the reply; false if it was already used.
+        pub fn answer(&self, result: Result<Message, Error>) -> bool {
+            if self.used.swap(true, Ordering::AcqRel) {
+                return false;
+            }
+            deliver(&self.caller, result);
+            true
+        }
+
+        /// Delivers the reply and, if the caller waits on this CPU, switches to it (the
+        /// replier has prepared its own wait).
+        pub fn answer_switching(&self, result: Result<Message, Error>) -> bool {
+            if self.used.swap(true, Ordering::AcqRel) {
+                return false;
+            }
+            deliver_and_switch(&self.caller, result);
+            true
+        }
+
+        /// Whether the caller is gone (its thread ended or its process is being killed).
+        pub fn caller_gone(&self) -> bool {
+            self.caller.state() == sched::State::Dead || self.caller.process.as_ref().is_some_and(|p| p.is_killed())
+        }
+    }
+
+    impl Drop for ReplyCap {
+        fn drop(&mut self) {
+            if !self.used.swap(true, Ordering::AcqRel) {
+                deliver(&self.caller, Err(Error::PeerDied));
+            }
+        }
+    }
+
+    /// Per-thread IPC state.
+    #[derive(Default)]
+    pub struct ThreadIpc {
+        inbox: Mutex<Option<Result<Message, Error>>>,
+        /// The call this thread received last and has not answered.
+        pub caller: Mutex<Option<Arc<ReplyCap>>>,
+    }
+
+    /// Puts `result` in `t`'s inbox and wakes it.
+    pub fn deliver(t: &Arc<Thread>, result: Result<Message, Error>) {
+        *t.ipc.inbox.lock() = Some(result);
+        sched::wake(t);
+    }
+
+    /// Like [`deliver`], but if `t` waits on this CPU, switches to it directly (the fastpath)
+    /// instead of queueing it; the caller has set up its own wait first (`prepare_wait`).
+    /// Returns whether the switch happened.
+    pub fn deliver_and_switch(t: &Arc<Thread>, result: Result<Message, Error>) -> bool {
+        *t.ipc.inbox.lock() = Some(result);
+        if sched::switch_to(t) {
+            STATS.fastpath.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            if t.cpu != crate::arch::x86_64::percpu::this().cpu_index {
+                STATS.cross_cpu.fetch_add(1, Ordering::Relaxed);
+            }
+            STATS.slowpath.fetch_add(1, Ordering::Relaxed);
+            sched::wake(t);
+            false
+        }
+    }
+
+    /// Waits for the inbox to be filled. `withdraw` is run if the process is killed while
+    /// waiting: it takes the thread off whatever queue it waits in.
+    pub fn wait_inbox(me: &Arc<Thread>, withdraw: impl Fn()) -> Result<Message, Error> {
+        loop {
+            {
+                let mut inbox = me.ipc.inbox.lock();
+                if let Some(r) = inbox.take() {
+                    // We may have marked ourselves blocked before a direct switch.
+                    sched::mark_running(me);
+                    return r;
+                }
+                if me.process.as_ref().is_some_and(|p| p.is_killed()) {
+                    drop(inbox);
+                    withdraw();
+                    // A partner that took us just before the withdrawal delivers anyway; keep
+                    // what it delivered (its reply capability answers its caller on drop).
+                    return me.ipc.inbox.lock().take().unwrap_or(Err(Error::PeerDied));
+                }
+                sched::block_current(me);
+            }
+            sched::schedule();
+        }
+    }
+
+    /// Marks the calling thread blocked unless its inbox is already filled: the step before
+    /// a direct switch to a partner, so that the switch does not queue us as runnable.
+    pub fn prepare_wait(me: &Arc<Thread>) {
+        let inbox = me.ipc.inbox.lock();
+        if inbox.is_none() {
+            sched::block_current(me);
+        }
+    }
+
+    /// A thread is exiting: its unanswered call, if any, fails with `PeerDied`.
+    pub fn thread_exiting(t: &Arc<Thread>) {
+        let caller = t.ipc.caller.lock().take();
+        drop(caller);
+        let pending = t.ipc.inbox.lock().take();
+        drop(pending);
+    }
+
+    /// Counters over all CPUs.
+    pub struct Stats {
+        /// Deliveries that switched directly to the waiting partner.
+        pub fastpath: AtomicU64,
+        /// Deliveries that queued the partner and went through the scheduler.
+        pub slowpath: AtomicU64,
+        /// Of those, to a thread on another CPU (a wake-up IPI).
+        pub cross_cpu: AtomicU64,
+        /// Messages delivered (sends, calls and replies).
+        pub messages: AtomicU64,
+    }
+
+    pub static STATS: Stats =
+        Stats { fastpath: AtomicU64::new(0), slowpath: AtomicU64::new(0), cross_cpu: AtomicU64::new(0), messages: AtomicU64::new(0) };
+
+    /// Everything a process held: called when its last thread has ended. Closes the endpoints
+    /// it created (their waiters get `PeerDied`) and drops its capabilities, which breaks any
+    /// reference cycle through the table.
+    pub fn process_ended(p: &Process) {
+        for ep in p.owned_endpoints.lock().drain(..) {
+            if let Some(ep) = ep.upgrade() {
+                ep.close();
+            }
+        }
+        let caps = p.caps.lock().drain();
+        drop(caps);
+    }
+}

@@ -1,0 +1,140 @@
+//! Notifications: a word of signal bits. `signal` ORs bits in and wakes the waiter; `wait`
+//! blocks until a bit is set, then returns and clears them all. Signalling never blocks and
+//! takes only an interrupt-safe lock, so interrupt handlers use it: device IRQs bound by a user
+//! driver (`irq_bind`) and one-shot timers (`notify_timer`).
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use x86_64::instructions::interrupts::without_interrupts;
+
+use crate::arch::x86_64::{apic, ioapic, percpu, smp};
+use crate::sched::{self, Thread};
+use abi::Error;
+
+pub struct Notification {
+    bits: AtomicU64,
+    /// The one thread blocked in `wait` (interrupt-safe lock).
+    waiter: Mutex<Option<Arc<Thread>>>,
+}
+
+impl Notification {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self { bits: AtomicU64::new(0), waiter: Mutex::new(None) })
+    }
+
+    /// Sets `bits` and wakes the waiter. Safe in interrupt context.
+    pub fn signal(&self, bits: u64) {
+        self.bits.fetch_or(bits, Ordering::AcqRel);
+        let waiter = without_interrupts(|| self.waiter.lock().take());
+        if let Some(w) = waiter {
+            sched::wake(&w);
+        }
+    }
+
+    /// Blocks until some bit is set; returns them, cleared. One waiter at a time.
+    pub fn wait(&self, me: &Arc<Thread>) -> Result<u64, Error> {
+        loop {
+            let bits = self.bits.swap(0, Ordering::AcqRel);
+            if bits != 0 {
+                return Ok(bits);
+            }
+            if me.process.as_ref().is_some_and(|p| p.is_killed()) {
+                return Err(Error::PeerDied);
+            }
+            let blocked = without_interrupts(|| {
+                let mut w = self.waiter.lock();
+                if w.as_ref().is_some_and(|t| !Arc::ptr_eq(t, me)) {
+                    return Err(Error::InvalidArgument);
+                }
+                // Checked again under the lock: a signal after this sees us as the waiter.
+                if self.bits.load(Ordering::Acquire) != 0 {
+                    return Ok(false);
+                }
+                *w = Some(me.clone());
+                sched::block_current(me);
+                Ok(true)
+            })?;
+            if blocked {
+                sched::schedule();
+                // Killed while waiting: leave no stale waiter behind.
+                without_interrupts(|| {
+                    let mut w = self.waiter.lock();
+                    if w.as_ref().is_some_and(|t| Arc::ptr_eq(t, me)) {
+                        *w = None;
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The notification each ISA IRQ line signals, and with which bits.
+static IRQ_BINDINGS: [Mutex<Option<(Arc<Notification>, u64)>>; ioapic::ISA_IRQS as usize] =
+    [const { Mutex::new(None) }; ioapic::ISA_IRQS as usize];
+
+/// Routes ISA IRQ `irq` to this CPU, signalling `bits` on `n` at each interrupt, and unmasks
+/// it.
+pub fn irq_bind(irq: u8, n: Arc<Notification>, bits: u64) -> Result<(), Error> {
+    if irq >= ioapic::ISA_IRQS {
+        return Err(Error::InvalidArgument);
+    }
+    without_interrupts(|| *IRQ_BINDINGS[irq as usize].lock() = Some((n, bits)));
+    if !ioapic::route(irq, smp::apic_id(percpu::this().cpu_index), false) {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
+pub fn irq_ack(irq: u8) {
+    ioapic::set_masked(irq, false);
+}
+
+/// The interrupt handler of ISA IRQ `irq`: mask the line until the driver acks, signal.
+pub fn on_irq(irq: u8) {
+    ioapic::count(irq);
+    ioapic::set_masked(irq, true);
+    let binding = IRQ_BINDINGS[irq as usize].lock().clone();
+    apic::end_of_interrupt();
+    if let Some((n, bits)) = binding {
+        n.signal(bits);
+    }
+}
+
+/// One-shot timers, checked by CPU 0's timer tick; at most one per notification, so a
+/// program cannot grow the list beyond the notifications it holds.
+static TIMERS: Mutex<Vec<(u64, Arc<Notification>, u64)>> = Mutex::new(Vec::new());
+
+/// Signals `bits` on `n` once `ticks` timer ticks of CPU 0 have passed, replacing a timer
+/// `n` already has.
+pub fn timer_after(ticks: u64, n: Arc<Notification>, bits: u64) {
+    let deadline = percpu::of(0).ticks.load(Ordering::Relaxed) + ticks.max(1);
+    without_interrupts(|| {
+        let mut timers = TIMERS.lock();
+        timers.retain(|(_, m, _)| !Arc::ptr_eq(m, &n));
+        timers.push((deadline, n, bits));
+    });
+}
+
+/// From CPU 0's timer interrupt.
+pub fn timer_tick(now: u64) {
+    let mut due = Vec::new();
+    {
+        let mut timers = TIMERS.lock();
+        if timers.is_empty() {
+            return;
+        }
+        timers.retain(|(deadline, n, bits)| {
+            if *deadline <= now {
+                due.push((n.clone(), *bits));
+                false
+            } else {
+                true
+            }
+        });
+    }
+    for (n, bits) in due {
+        n.signal(bits);
+    }
+}

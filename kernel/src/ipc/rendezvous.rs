@@ -1,0 +1,173 @@
+//! The state machine of a synchronous endpoint, without threads: waiting senders and waiting
+//! receivers, of which at most one side is ever non-empty. A sender that arrives while a
+//! receiver waits is paired with the first receiver (FIFO), and vice versa; otherwise it
+//! queues. A waiter can withdraw (its thread is killed) and the whole endpoint can close (its
+//! server ended), which hands every waiter back so that each gets an error.
+//!
+//! Pure and host-tested; `super::endpoint` instantiates it with threads and messages.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+
+pub struct Rendezvous<S, R> {
+    senders: VecDeque<S>,
+    receivers: VecDeque<R>,
+    closed: bool,
+}
+
+/// What an arriving sender or receiver found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Arrival<S, R> {
+    /// A partner was waiting: here both are, the partner out of the queue.
+    Paired(S, R),
+    /// Nobody was waiting: the arrival is queued.
+    Queued,
+    /// The endpoint is closed: the arrival is handed back.
+    Closed,
+}
+
+impl<S, R> Default for Rendezvous<S, R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S, R> Rendezvous<S, R> {
+    pub const fn new() -> Self {
+        Self { senders: VecDeque::new(), receivers: VecDeque::new(), closed: false }
+    }
+
+    pub fn send(&mut self, s: S) -> Arrival<S, R> {
+        if self.closed {
+            return Arrival::Closed;
+        }
+        match self.receivers.pop_front() {
+            Some(r) => Arrival::Paired(s, r),
+            None => {
+                self.senders.push_back(s);
+                Arrival::Queued
+            }
+        }
+    }
+
+    pub fn recv(&mut self, r: R) -> Arrival<S, R> {
+        if self.closed {
+            return Arrival::Closed;
+        }
+        match self.senders.pop_front() {
+            Some(s) => Arrival::Paired(s, r),
+            None => {
+                self.receivers.push_back(r);
+                Arrival::Queued
+            }
+        }
+    }
+
+    /// Takes a waiting receiver out of the queue (without a sender), if one is waiting.
+    pub fn take_receiver(&mut self) -> Option<R> {
+        self.receivers.pop_front()
+    }
+
+    /// Withdraws the first queued sender matching `is_me`; `None` if it was already taken.
+    pub fn withdraw_sender(&mut self, is_me: impl Fn(&S) -> bool) -> Option<S> {
+        let i = self.senders.iter().position(is_me)?;
+        self.senders.remove(i)
+    }
+
+    /// Withdraws the first queued receiver matching `is_me`; `None` if it was already taken.
+    pub fn withdraw_receiver(&mut self, is_me: impl Fn(&R) -> bool) -> Option<R> {
+        let i = self.receivers.iter().position(is_me)?;
+        self.receivers.remove(i)
+    }
+
+    /// Closes the endpoint: every later arrival is refused, and every waiter is handed back.
+    pub fn close(&mut self) -> (Vec<S>, Vec<R>) {
+        self.closed = true;
+        (self.senders.drain(..).collect(), self.receivers.drain(..).collect())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.senders.len(), self.receivers.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_meets_a_waiting_receiver_and_vice_versa() {
+        let mut e = Rendezvous::<&str, u32>::new();
+        assert_eq!(e.recv(1), Arrival::Queued);
+        assert_eq!(e.send("a"), Arrival::Paired("a", 1));
+        assert_eq!(e.send("b"), Arrival::Queued);
+        assert_eq!(e.send("c"), Arrival::Queued);
+        assert_eq!(e.recv(2), Arrival::Paired("b", 2));
+        assert_eq!(e.recv(3), Arrival::Paired("c", 3));
+        assert_eq!(e.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn both_queues_are_fifo_and_never_both_occupied() {
+        let mut e = Rendezvous::<u32, u32>::new();
+        // A pseudo-random interleaving of arrivals; check the invariant and the FIFO order.
+        let mut next_s = 0;
+        let mut next_r = 100;
+        let mut paired = Vec::new();
+        let mut x = 12345u32;
+        for _ in 0..10_000 {
+            x = x.wrapping_mul(1103515245).wrapping_add(12345);
+            let arrival = if x >> 16 & 1 == 0 {
+                next_s += 1;
+                e.send(next_s)
+            } else {
+                next_r += 1;
+                e.recv(next_r)
+            };
+            if let Arrival::Paired(s, r) = arrival {
+                paired.push((s, r));
+            }
+            let (ns, nr) = e.waiting();
+            assert!(ns == 0 || nr == 0, "senders and receivers both waiting");
+        }
+        let senders: Vec<_> = paired.iter().map(|p| p.0).collect();
+        let receivers: Vec<_> = paired.iter().map(|p| p.1).collect();
+        assert!(senders.windows(2).all(|w| w[0] < w[1]), "senders served out of order");
+        assert!(receivers.windows(2).all(|w| w[0] < w[1]), "receivers served out of order");
+        let (ns, nr) = e.waiting();
+        assert_eq!(2 * paired.len() + ns + nr, next_s as usize + (next_r - 100) as usize, "an arrival was lost");
+    }
+
+    #[test]
+    fn a_withdrawn_waiter_is_never_paired() {
+        let mut e = Rendezvous::<u32, u32>::new();
+        e.send(1);
+        e.send(2);
+        e.send(3);
+        assert_eq!(e.withdraw_sender(|s| *s == 2), Some(2));
+        assert_eq!(e.withdraw_sender(|s| *s == 2), None, "already gone");
+        assert_eq!(e.recv(10), Arrival::Paired(1, 10));
+        assert_eq!(e.recv(11), Arrival::Paired(3, 11));
+        assert_eq!(e.recv(12), Arrival::Queued);
+        assert_eq!(e.withdraw_receiver(|r| *r == 12), Some(12));
+        assert_eq!(e.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn closing_hands_back_every_waiter_and_refuses_newcomers() {
+        let mut e = Rendezvous::<u32, u32>::new();
+        e.send(1);
+        e.send(2);
+        assert_eq!(e.close(), (vec![1, 2], vec![]));
+        assert_eq!(e.send(3), Arrival::Closed);
+        assert_eq!(e.recv(4), Arrival::Closed);
+        let mut e = Rendezvous::<u32, u32>::new();
+        e.recv(7);
+        assert_eq!(e.close(), (vec![], vec![7]));
+        assert!(e.is_closed());
+    }
+}

@@ -1,0 +1,325 @@
+//! The IPC and capability system calls: decode registers and the optional `Transfer` block,
+//! check every handle against the caller's table, run the operation, and put the received
+//! message back in the caller's registers.
+
+use alloc::string::String;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use spin::{Mutex, Once};
+
+use super::uaccess;
+use crate::arch::x86_64::entry::frame::TrapFrame;
+use crate::arch::x86_64::{apic, smp};
+use crate::ipc::cap::{CapError, CapNode};
+use crate::ipc::{self, Cap, Endpoint, KObject, Message, Notification};
+use crate::sched::{Process, Thread};
+use abi::cap::Rights;
+use abi::ipc::{SpawnArgs, Transfer, MAX_BUFFER, NO_CAP};
+use abi::{syscall as nr, Error};
+
+/// Most initial capabilities `spawn` hands over.
+const MAX_SPAWN_CAPS: usize = 16;
+
+fn cap_error(e: CapError) -> Error {
+    match e {
+        CapError::NoRights => Error::NoRights,
+        CapError::Full => Error::NoMemory,
+        CapError::Invalid | CapError::Stale | CapError::Revoked => Error::BadHandle,
+    }
+}
+
+fn cap(p: &Process, h: u64, rights: Rights) -> Result<Cap, Error> {
+    p.caps.lock().get(h, rights).map_err(cap_error)
+}
+
+fn endpoint(p: &Process, h: u64, rights: Rights) -> Result<(Arc<Endpoint>, u64), Error> {
+    let c = cap(p, h, rights)?;
+    match &c.object {
+        KObject::Endpoint(e) => Ok((e.clone(), c.badge)),
+        _ => Err(Error::BadHandle),
+    }
+}
+
+fn notification(p: &Process, h: u64, rights: Rights) -> Result<Arc<Notification>, Error> {
+    match &cap(p, h, rights)?.object {
+        KObject::Notification(n) => Ok(n.clone()),
+        _ => Err(Error::BadHandle),
+    }
+}
+
+fn read_struct<T: Copy + Default>(addr: u64) -> Result<T, Error> {
+    let mut v = T::default();
+    // SAFETY: `T` is a plain-old-data `repr(C)` ABI struct (integers only), so any bytes are
+    // a valid value; the slice covers exactly `v`.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(&mut v as *mut T as *mut u8, core::mem::size_of::<T>()) };
+    uaccess::copy_from_user(bytes, addr)?;
+    Ok(v)
+}
+
+fn write_struct<T: Copy>(addr: u64, v: &T) -> Result<(), Error> {
+    // SAFETY: as in `read_struct`; reading the bytes of a plain struct.
+    let bytes = unsafe { core::slice::from_raw_parts(v as *const T as *const u8, core::mem::size_of::<T>()) };
+    uaccess::copy_to_user(addr, bytes)
+}
+
+/// The outgoing message in the caller's registers and transfer block.
+fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Option<Transfer>), Error> {
+    let mut msg = Message { badge, words: [frame.rsi, frame.rdx, frame.r10, frame.r8], ..Default::default() };
+    if frame.r9 == 0 {
+        return Ok((msg, None));
+    }
+    let t: Transfer = read_struct(frame.r9)?;
+    if t.send_len as usize > MAX_BUFFER || t.recv_cap_len as usize > MAX_BUFFER * 64 {
+        return Err(Error::InvalidArgument);
+    }
+    if t.send_len > 0 {
+        msg.data = alloc::vec![0; t.send_len as usize];
+        uaccess::copy_from_user(&mut msg.data, t.send_buf)?;
+    }
+    if t.send_cap != NO_CAP {
+        let c = cap(p, t.send_cap, Rights::GRANT)?;
+        msg.cap = Some(c.derive(Rights(t.send_rights), 0));
+    }
+    Ok((msg, Some(t)))
+}
+
+/// Puts a received message in the caller's registers (and its transfer block, if any).
+fn incoming(p: &Process, frame: &mut TrapFrame, msg: Message, t: Option<Transfer>) -> Result<u64, Error> {
+    [frame.rsi, frame.rdx, frame.r10, frame.r8] = msg.words;
+    let Some(mut t) = t else {
+        // No transfer block: a buffer or capability sent along is dropped, and said so.
+        return Ok(msg.badge);
+    };
+    let n = msg.data.len().min(t.recv_cap_len as usize);
+    uaccess::copy_to_user(t.recv_buf, &msg.data[..n])?;
+    t.recv_len = n as u64;
+    t.recv_truncated = (msg.data.len() > n) as u64;
+    t.recv_cap = match msg.cap {
+        Some(c) if c.is_valid() => p.caps.lock().insert(c).unwrap_or(NO_CAP),
+        _ => NO_CAP,
+    };
+    write_struct(frame.r9, &t)?;
+    Ok(msg.badge)
+}
+
+/// Handles IPC and capability calls; `None` if `frame.rax` is not one of them.
+pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Option<Result<u64, Error>> {
+    let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
+    Some(match frame.rax {
+        nr::ENDPOINT_CREATE => {
+            let ep = Endpoint::new(p.pid);
+            p.owned_endpoints.lock().push(Arc::downgrade(&ep));
+            p.caps.lock().insert(CapNode::root(KObject::Endpoint(ep), Rights::ALL)).map_err(cap_error)
+        }
+        nr::NOTIFICATION_CREATE => p.caps.lock().insert(CapNode::root(KObject::Notification(Notification::new()), Rights::ALL)).map_err(cap_error),
+        nr::CAP_DERIVE => {
+            let c = cap(p, a[0], Rights::empty());
+            c.and_then(|c| p.caps.lock().insert(c.derive(Rights(a[1] as u32), a[2])).map_err(cap_error))
+        }
+        nr::CAP_DELETE => p.caps.lock().delete(a[0]).map(|_| 0).map_err(cap_error),
+        nr::CAP_REVOKE => p.caps.lock().revoke(a[0]).map(|_| 0).map_err(cap_error),
+        nr::CAP_INFO => cap(p, a[0], Rights::empty()).map(|c| (c.object.kind() as u64) << 32 | c.rights.bits() as u64),
+        nr::SEND => (|| {
+            let (ep, badge) = endpoint(p, a[0], Rights::SEND)?;
+            let (msg, _) = outgoing(p, frame, badge)?;
+            ep.send(me, msg).map(|_| 0)
+        })(),
+        nr::CALL => (|| {
+            let (ep, badge) = endpoint(p, a[0], Rights::SEND)?;
+            let (msg, t) = outgoing(p, frame, badge)?;
+            let reply = ep.call(me, msg)?;
+            incoming(p, frame, reply, t).map(|_| 0)
+        })(),
+        nr::RECV => (|| {
+            let (ep, _) = endpoint(p, a[0], Rights::RECV)?;
+            let t = if frame.r9 != 0 { Some(read_struct::<Transfer>(frame.r9)?) } else { None };
+            let msg = ep.recv(me)?;
+            incoming(p, frame, msg, t)
+        })(),
+        nr::REPLY => (|| {
+            let (msg, _) = outgoing(p, frame, 0)?;
+            ipc::reply(me, msg).map(|_| 0)
+        })(),
+        nr::REPLY_RECV => (|| {
+            let (ep, _) = endpoint(p, a[0], Rights::RECV)?;
+            let (msg, t) = outgoing(p, frame, 0)?;
+            // A reply that cannot be delivered (the caller died) does not stop the server
+            // loop: it receives the next message all the same.
+            let (_replied, received) = ipc::reply_recv(me, &ep, msg);
+            incoming(p, frame, received?, t)
+        })(),
+        nr::NOTIFY_SIGNAL => notification(p, a[0], Rights::SIGNAL).map(|n| {
+            n.signal(a[1]);
+            0
+        }),
+        nr::NOTIFY_WAIT => notification(p, a[0], Rights::WAIT).and_then(|n| n.wait(me)),
+        nr::NOTIFY_TIMER => notification(p, a[0], Rights::SIGNAL).and_then(|n| {
+            if a[1] == 0 || a[2] > 3_600_000 {
+                return Err(Error::InvalidArgument);
+            }
+            ipc::timer_after(a[2].div_ceil(1000 / apic::TIMER_HZ), n, a[1]);
+            Ok(0)
+        }),
+        nr::IRQ_BIND => (|| {
+            let KObject::Irq(irq) = cap(p, a[0], Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
+            let n = notification(p, a[1], Rights::SIGNAL)?;
+            if a[2] == 0 {
+                return Err(Error::InvalidArgument);
+            }
+            ipc::irq_bind(irq, n, a[2]).map(|_| 0)
+        })(),
+        nr::IRQ_ACK => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
+            Ok(KObject::Irq(irq)) => {
+                ipc::irq_ack(irq);
+                Ok(0)
+            }
+            Ok(_) => Err(Error::BadHandle),
+            Err(e) => Err(e),
+        },
+        nr::IOPORT_ENABLE => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
+            Ok(KObject::IoPorts { base, len }) => {
+                p.enable_io_ports(base, len);
+                let cpu = me.cpu;
+                x86_64::instructions::interrupts::without_interrupts(|| p.load_io_ports(cpu));
+                Ok(0)
+            }
+            Ok(_) => Err(Error::BadHandle),
+            Err(e) => Err(e),
+        },
+        nr::SPAWN => spawn(p, a[0], a[1]),
+        nr::PROCESS_WAIT => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
+            // The status as its 32-bit pattern, so that a negative one is not read as an error.
+            Ok(KObject::Process(child)) => child.wait_exit(me).map(|code| code as i32 as u32 as u64),
+            Ok(_) => Err(Error::BadHandle),
+            Err(e) => Err(e),
+        },
+        nr::PROCESS_KILL => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
+            Ok(KObject::Process(child)) => {
+                child.kill(a[1] as i64);
+                Ok(0)
+            }
+            Ok(_) => Err(Error::BadHandle),
+            Err(e) => Err(e),
+        },
+        nr::KLOG_ATTACH => (|| {
+            let KObject::KernelLog = cap(p, a[0], Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
+            let n = notification(p, a[1], Rights::SIGNAL)?;
+            crate::klog::attach(n, a[2]);
+            Ok(0)
+        })(),
+        nr::KLOG_READ => (|| {
+            let KObject::KernelLog = cap(p, a[0], Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
+            let mut buf = alloc::vec![0u8; (a[2] as usize).min(4096)];
+            let n = crate::klog::read_queued(&mut buf);
+            uaccess::copy_to_user(a[1], &buf[..n])?;
+            Ok(n as u64)
+        })(),
+        nr::SERVERS_READY => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
+            Ok(KObject::Modules) => {
+                servers_ready(p);
+                Ok(0)
+            }
+            Ok(_) => Err(Error::BadHandle),
+            Err(e) => Err(e),
+        },
+        nr::IPC_STATS => {
+            let s = &ipc::STATS;
+            let v = [&s.fastpath, &s.slowpath, &s.cross_cpu, &s.messages].map(|c| c.load(Ordering::Relaxed));
+            write_struct(a[0], &v).map(|_| 0)
+        }
+        _ => return None,
+    })
+}
+
+/// The processes `spawn` started, in order (for READY's server list).
+static SPAWNED: Mutex<Vec<Weak<Process>>> = Mutex::new(Vec::new());
+/// READY's `servers=` list, once init has reported its servers up.
+static SERVERS: Once<String> = Once::new();
+
+fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
+    let KObject::Modules = cap(p, modules, Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
+    let s: SpawnArgs = read_struct(args)?;
+    if s.name_len > 64 || s.arg_len > 1024 || s.caps_len as usize > MAX_SPAWN_CAPS {
+        return Err(Error::InvalidArgument);
+    }
+    let mut name = alloc::vec![0u8; s.name_len as usize];
+    uaccess::copy_from_user(&mut name, s.name)?;
+    let name = String::from_utf8(name).map_err(|_| Error::InvalidArgument)?;
+    let mut arg = alloc::vec![0u8; s.arg_len as usize];
+    uaccess::copy_from_user(&mut arg, s.arg)?;
+    let arg = String::from_utf8(arg).map_err(|_| Error::InvalidArgument)?;
+    let mut handles = [0u64; MAX_SPAWN_CAPS];
+    for (i, h) in handles.iter_mut().take(s.caps_len as usize).enumerate() {
+        *h = read_struct(s.caps + 8 * i as u64)?;
+    }
+    let keep = if s.keep_grant != 0 { Rights::ALL } else { Rights(Rights::ALL.bits() & !Rights::GRANT.bits()) };
+    let caps = handles[..s.caps_len as usize]
+        .iter()
+        .map(|&h| cap(p, h, Rights::GRANT).map(|c| c.derive(keep, 0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let exit = match s.exit_notify {
+        0 => None,
+        h => Some((notification(p, h, Rights::SIGNAL)?, s.exit_bits)),
+    };
+    let cpu = match s.cpu {
+        nr::ANY_CPU => None,
+        c if (c as usize) < smp::online() => Some(c as usize),
+        _ => return Err(Error::NotFound),
+    };
+    let image = crate::boot::module(&name).ok_or(Error::NotFound)?;
+    let child = Process::spawn_with(&name, image, &arg, caps, cpu).map_err(|e| {
+        log::warn!("cannot start {name}: {e}");
+        Error::InvalidArgument
+    })?;
+    *child.exit_notify.lock() = exit;
+    // It may have ended already (before we set the notification): signal now then.
+    if child.is_finished() {
+        if let Some((n, bits)) = child.exit_notify.lock().take() {
+            n.signal(bits);
+        }
+    }
+    SPAWNED.lock().push(Arc::downgrade(&child));
+    p.caps.lock().insert(CapNode::root(KObject::Process(child), Rights::CONTROL | Rights::GRANT)).map_err(cap_error)
+}
+
+fn servers_ready(init: &Process) {
+    let mut list = String::from(init.name.as_str());
+    for child in SPAWNED.lock().iter().filter_map(Weak::upgrade).filter(|c| !c.is_finished()) {
+        child.is_server.store(true, Ordering::Relaxed);
+        list.push(',');
+        list.push_str(&child.name);
+    }
+    SERVERS.call_once(|| list);
+}
+
+/// Waits (up to `ticks` timer ticks) for init to report its servers up; the list for READY.
+pub fn wait_servers_ready(ticks: u64) -> Option<&'static str> {
+    let cpu = crate::arch::x86_64::percpu::this();
+    let start = cpu.ticks.load(Ordering::Relaxed);
+    while SERVERS.get().is_none() && cpu.ticks.load(Ordering::Relaxed) - start < ticks {
+        crate::sched::idle_once();
+    }
+    SERVERS.get().map(String::as_str)
+}
+
+static INIT: Once<Arc<Process>> = Once::new();
+
+/// Records the root task (for the scenarios that wait for it).
+pub fn set_init_process(p: Arc<Process>) {
+    INIT.call_once(|| p);
+}
+
+pub fn init_process() -> Option<Arc<Process>> {
+    INIT.get().cloned()
+}
+
+/// The capabilities the kernel gives init (`abi::cap::init_caps` names their handles).
+pub fn init_caps() -> Vec<Cap> {
+    let mut caps = Vec::new();
+    caps.push(CapNode::root(KObject::Modules, Rights::ALL));
+    caps.push(CapNode::root(KObject::IoPorts { base: 0x3f8, len: 8 }, Rights::ALL));
+    caps.push(CapNode::root(KObject::Irq(4), Rights::ALL));
+    caps.push(CapNode::root(KObject::KernelLog, Rights::ALL));
+    caps
+}

@@ -1,0 +1,98 @@
+//! client: exercises `echo` through the name service. Its argument is `id=K calls=N` or
+//! `id=K crash`:
+//!
+//! - normal: looks `echo` up, makes N calls with a 64-byte buffer, checks every reply word and
+//!   byte, and prints `SEQ client-K I` lines through the console as it goes (the boot tests
+//!   check that each client's lines appear whole and in order);
+//! - crash: one good call, then asks echo to crash with the call open: the call must fail with
+//!   `PeerDied`, and so must the next call on the dead endpoint.
+//!
+//! Start capabilities: `initial(0)` the name service (SEND), `initial(1)` the console (SEND).
+#![cfg_attr(target_os = "none", no_std)]
+#![cfg_attr(target_os = "none", no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("client runs on x86_64-unknown-none as a boot module that init starts");
+    std::process::exit(2);
+}
+
+#[cfg(target_os = "none")]
+mod program {
+    use abi::Error;
+    use rt::ipc::{self, initial};
+    use rt::proto::{echo, name};
+    use rt::{println, sys};
+
+    const NAME: u64 = initial(0);
+    const CONSOLE: u64 = initial(1);
+
+    fn field<'a>(arg: &'a str, key: &str) -> Option<&'a str> {
+        arg.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    fn lookup(what: &str) -> Result<u64, Error> {
+        let mut t = ipc::transfer(what.as_bytes(), None, &mut []);
+        let reply = ipc::call(NAME, [name::LOOKUP, 0, 0, 0], Some(&mut t))?;
+        Error::result(reply[0])?;
+        if t.recv_cap == ipc::NO_CAP {
+            return Err(Error::BadHandle);
+        }
+        Ok(t.recv_cap)
+    }
+
+    /// One ECHO call with `i` in the words and a buffer derived from it; checks the reply.
+    fn echo_once(ep: u64, i: u64) -> Result<(), &'static str> {
+        let mut data = [0u8; 64];
+        for (k, b) in data.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(31).wrapping_add(k as u8);
+        }
+        let mut back = [0u8; 64];
+        let mut t = ipc::transfer(&data, None, &mut back);
+        let r = ipc::call(ep, [echo::ECHO, i, i ^ 0xa5a5, i * 7], Some(&mut t)).map_err(|_| "call failed")?;
+        if r != [0, i, !(i ^ 0xa5a5), i * 7 + 1] {
+            return Err("wrong reply words");
+        }
+        if t.recv_len != 64 || back.iter().rev().ne(data.iter()) {
+            return Err("wrong reply buffer");
+        }
+        Ok(())
+    }
+
+    fn main(arg: &str) -> i32 {
+        rt::console::set(CONSOLE, "client");
+        let id = field(arg, "id").unwrap_or("?");
+        let cpu = sys::cpu_id().unwrap_or(usize::MAX);
+        let ep = match lookup("echo") {
+            Ok(ep) => ep,
+            Err(e) => {
+                println!("client-{id}: cannot look up echo: {e:?}");
+                return 1;
+            }
+        };
+        if arg.split_whitespace().any(|w| w == "crash") {
+            if let Err(e) = echo_once(ep, 1) {
+                println!("client-{id}: echo failed before the crash: {e}");
+                return 1;
+            }
+            let crashed = ipc::call(ep, [echo::CRASH, 0, 0, 0], None);
+            let after = ipc::call(ep, [echo::ECHO, 0, 0, 0], None);
+            println!("client-{id}: call during the crash -> {:?}; next call -> {:?}", crashed.err(), after.err());
+            return if crashed == Err(Error::PeerDied) && after == Err(Error::PeerDied) { 0 } else { 1 };
+        }
+        let calls: u64 = field(arg, "calls").and_then(|c| c.parse().ok()).unwrap_or(20);
+        for i in 0..calls {
+            if let Err(e) = echo_once(ep, i) {
+                println!("client-{id}: call {i}: {e}");
+                return 1;
+            }
+            if i % 5 == 0 || i + 1 == calls {
+                println!("SEQ client-{id} {i} on cpu {cpu}");
+            }
+        }
+        println!("client-{id}: {calls} echo calls from cpu {cpu} answered correctly");
+        0
+    }
+
+    rt::entry!(main);
+}

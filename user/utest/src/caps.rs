@@ -1,0 +1,119 @@
+//! `test=caps`: every way a handle can be wrong is refused with the right error, and nothing
+//! else is affected: forged and stale handles, missing rights, rights that cannot be widened,
+//! a grant without the GRANT right, revocation of a passed-on capability, a handle of the
+//! wrong kind, and a bad transfer block.
+
+use abi::cap::{Kind, Rights};
+use abi::Error;
+use core::sync::atomic::{AtomicU64, Ordering};
+use rt::ipc;
+use rt::{println, sys};
+
+/// The endpoint the helper thread receives on, and what it received.
+static EP: AtomicU64 = AtomicU64::new(0);
+static RECEIVED_CAP: AtomicU64 = AtomicU64::new(0);
+
+fn receiver(_: usize) {
+    let ep = EP.load(Ordering::Acquire);
+    let mut t = ipc::transfer(&[], None, &mut []);
+    if let Ok((_, m)) = ipc::recv(ep, Some(&mut t)) {
+        RECEIVED_CAP.store(t.recv_cap, Ordering::Release);
+        let _ = m;
+    }
+}
+
+fn check(failures: &mut i32, what: &str, got: Result<impl core::fmt::Debug, Error>, want: Result<(), Error>) {
+    let ok = match (&got, want) {
+        (Ok(_), Ok(())) => true,
+        (Err(a), Err(b)) => *a == b,
+        _ => false,
+    };
+    if ok {
+        println!("utest caps: ok   {what}: {got:?}");
+    } else {
+        *failures += 1;
+        println!("utest caps: FAIL {what}: got {got:?}, want {want:?}");
+    }
+}
+
+pub fn run() -> i32 {
+    let mut f = 0;
+    let ep = match ipc::endpoint_create() {
+        Ok(h) => h,
+        Err(e) => {
+            println!("utest caps: endpoint_create: {e:?}");
+            return 1;
+        }
+    };
+    // Forged handles: never issued, out of range, slot bits beyond the table.
+    for forged in [0u64, 0x1234_5678_9abc, ipc::initial(200), ep + (1 << 16), u64::MAX] {
+        check(&mut f, "forged handle", ipc::cap_info(forged), Err(Error::BadHandle));
+    }
+    check(&mut f, "call on a forged handle", ipc::call(0xdead_0000_0007, [0; 4], None), Err(Error::BadHandle));
+    // Stale: deleted, then the slot reused by a new object.
+    let old = ipc::endpoint_create().unwrap_or(0);
+    check(&mut f, "delete", ipc::cap_delete(old), Ok(()));
+    check(&mut f, "deleted handle", ipc::cap_info(old), Err(Error::BadHandle));
+    let reuse = ipc::notification_create().unwrap_or(0);
+    check(&mut f, "slot reused by a new object", Ok::<_, Error>(reuse & 0xffff == old & 0xffff), Ok(()));
+    check(&mut f, "stale handle after reuse", ipc::cap_info(old), Err(Error::BadHandle));
+    check(&mut f, "signal through a stale handle", ipc::notify_signal(old, 1), Err(Error::BadHandle));
+    // Rights: a send-only copy cannot receive, and rights never widen.
+    let send_only = ipc::cap_derive(ep, Rights::SEND, 0).unwrap_or(0);
+    check(&mut f, "recv with SEND only", ipc::recv(send_only, None), Err(Error::NoRights));
+    let widened = ipc::cap_derive(send_only, Rights::ALL, 0).unwrap_or(0);
+    let info = ipc::cap_info(widened);
+    check(
+        &mut f,
+        "a derived copy keeps at most its parent's rights",
+        if info == Ok((Kind::Endpoint as u32, Rights::SEND)) { Ok(()) } else { Err(Error::InvalidArgument) },
+        Ok(()),
+    );
+    // Wrong kind of object.
+    check(&mut f, "notification call on an endpoint", ipc::notify_signal(ep, 1), Err(Error::BadHandle));
+    check(&mut f, "endpoint call on a notification", ipc::send(reuse, [0; 4], None), Err(Error::BadHandle));
+    check(&mut f, "spawn without the modules capability", ipc::spawn(ep, "echo", "", &[], None, None), Err(Error::BadHandle));
+    check(&mut f, "I/O ports without a capability", ipc::ioport_enable(ep), Err(Error::BadHandle));
+    // A bad transfer block is refused before anything is sent.
+    check(&mut f, "transfer block at a kernel address", sys_call_with_xfer(ep, 0xffff_8000_0000_0000), Err(Error::BadAddress));
+    // Grant: passing a capability needs GRANT on it.
+    EP.store(ep, Ordering::Release);
+    let no_grant = ipc::cap_derive(ep, Rights::SEND, 0).unwrap_or(0);
+    let mut t = ipc::transfer(&[], Some((no_grant, Rights::SEND)), &mut []);
+    check(&mut f, "grant without the GRANT right", ipc::send(ep, [1, 0, 0, 0], Some(&mut t)), Err(Error::NoRights));
+    let grantable = ipc::cap_derive(ep, Rights::SEND | Rights::GRANT, 0).unwrap_or(0);
+    if rt::thread::spawn(receiver, 0, None).is_err() {
+        println!("utest caps: cannot start the receiver thread");
+        return f + 1;
+    }
+    let mut t = ipc::transfer(&[], Some((grantable, Rights::SEND)), &mut []);
+    check(&mut f, "grant with the GRANT right", ipc::send(ep, [1, 0, 0, 0], Some(&mut t)), Ok(()));
+    let _ = sys::wait_threads();
+    let passed = RECEIVED_CAP.load(Ordering::Acquire);
+    check(
+        &mut f,
+        "the passed capability arrives with the rights granted",
+        if ipc::cap_info(passed) == Ok((Kind::Endpoint as u32, Rights::SEND)) { Ok(()) } else { Err(Error::InvalidArgument) },
+        Ok(()),
+    );
+    // Revocation: the passed-on copy dies, the holder's stays.
+    check(&mut f, "revoke", ipc::cap_revoke(grantable), Ok(()));
+    check(&mut f, "the passed-on copy after revoke", ipc::cap_info(passed), Err(Error::BadHandle));
+    check(&mut f, "send through the revoked copy", ipc::send(passed, [0; 4], None), Err(Error::BadHandle));
+    check(&mut f, "the holder's capability after revoke", ipc::cap_info(grantable), Ok(()));
+    println!("utest caps: {f} failures");
+    f
+}
+
+/// A `call` whose transfer block pointer is `xfer` (deliberately invalid).
+fn sys_call_with_xfer(ep: u64, xfer: u64) -> Result<(), Error> {
+    let rax: u64;
+    // SAFETY: the kernel must refuse the pointer before touching memory; the message
+    // registers are declared clobbered.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") abi::syscall::CALL => rax, in("rdi") ep,
+            inout("rsi") 0u64 => _, inout("rdx") 0u64 => _, inout("r10") 0u64 => _, inout("r8") 0u64 => _,
+            in("r9") xfer, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    Error::result(rax).map(drop)
+}
