@@ -10,6 +10,8 @@ use crate::harness::{finish, Verdict};
 pub const NAMES: &[&str] = &[
     "boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt",
     "ist_nesting", "syscall_gap", "nmi_storm", "nmi_backtrace", "mce_inject", "nesting",
+    // The same without instruction breakpoints (see `DebugSources::WatchOnly`).
+    "ist_nesting_watch", "syscall_gap_watch", "nesting_watch",
     "bench",
 ];
 
@@ -59,12 +61,17 @@ pub fn run(name: &'static str) -> ! {
         // The FRED/IST comparison (`cargo xtask compare`): `bench` times each event's round trip,
         // checks the events really happened, and prints `BENCH ...` lines for the host.
         "bench" => user_program("bench", "all", |_| Ok(())),
-        "ist_nesting" => ist_nesting(),
-        "nesting" => match crate::arch::x86_64::entry::backend() {
-            crate::arch::x86_64::entry::Backend::Ist => ist_nesting(),
-            crate::arch::x86_64::entry::Backend::Fred => fred_nesting(),
-        },
-        "syscall_gap" => syscall_gap(),
+        "ist_nesting" => ist_nesting(DebugSources::All),
+        "ist_nesting_watch" => ist_nesting(DebugSources::WatchOnly),
+        "nesting" | "nesting_watch" => {
+            let sources = if name == "nesting" { DebugSources::All } else { DebugSources::WatchOnly };
+            match crate::arch::x86_64::entry::backend() {
+                crate::arch::x86_64::entry::Backend::Ist => ist_nesting(sources),
+                crate::arch::x86_64::entry::Backend::Fred => fred_nesting(sources),
+            }
+        }
+        "syscall_gap" => syscall_gap(DebugSources::All),
+        "syscall_gap_watch" => syscall_gap(DebugSources::WatchOnly),
         "nmi_storm" => nmi_storm(),
         "mce_inject" => mce_inject(),
         "nmi_backtrace" => {
@@ -217,52 +224,99 @@ fn timer() -> ! {
     finish(Verdict::Fail(format_args!("{slow} CPUs counted fewer than {WANT} ticks")))
 }
 
-/// Sets instruction breakpoint `slot` (0..4) at `addr` on this CPU, or clears it (`None`).
+/// What a debug register slot watches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Executing the instruction at the address: a fault, before that instruction runs.
+    Execute,
+    /// A write to the aligned 8 bytes at the address: a trap, after the writing instruction.
+    Write8,
+}
+
+/// Sets instruction breakpoint `slot` (0..=2) at `addr` on this CPU, or clears it (`None`).
 fn breakpoint(slot: usize, addr: Option<u64>) {
-    // SAFETY: debug registers are per CPU and only this scenario uses them; DR7 bit 10 is
-    // reserved-one, L<n> enables slot n, R/W and LEN zero = instruction execution.
+    debug_register(slot, addr.map(|a| (a, Watch::Execute)));
+}
+
+/// Arms debug register `slot` (0..=2) to watch `addr` as `watch` on this CPU, or disarms it.
+fn debug_register(slot: usize, watch: Option<(u64, Watch)>) {
+    // DR7: L<n> (bit 2n) enables slot n; its R/W field (bits 16+4n, 17+4n) is 00 for
+    // instruction execution and 01 for data writes; its LEN field (bits 18+4n, 19+4n) is 00
+    // for instructions and 10 for 8 bytes. Bit 10 is reserved-one.
+    let (addr, rw_len) = match watch {
+        None => (0, 0),
+        Some((a, Watch::Execute)) => (a, 0b0000),
+        Some((a, Watch::Write8)) => {
+            assert!(a % 8 == 0, "an 8-byte watchpoint needs an 8-byte aligned address");
+            (a, 0b1001)
+        }
+    };
+    // SAFETY: debug registers are per CPU and only these scenarios use them; slot and fields
+    // are encoded as above.
     unsafe {
-        let a = addr.unwrap_or(0);
         match slot {
-            0 => core::arch::asm!("mov dr0, {}", in(reg) a),
-            1 => core::arch::asm!("mov dr1, {}", in(reg) a),
+            0 => core::arch::asm!("mov dr0, {}", in(reg) addr),
+            1 => core::arch::asm!("mov dr1, {}", in(reg) addr),
+            2 => core::arch::asm!("mov dr2, {}", in(reg) addr),
             _ => unreachable!(),
         }
         let mut dr7: u64;
         core::arch::asm!("mov {}, dr7", out(reg) dr7);
         dr7 |= 1 << 10;
-        if addr.is_some() { dr7 |= 1 << (2 * slot) } else { dr7 &= !(1 << (2 * slot)) }
+        dr7 &= !(0b1111 << (16 + 4 * slot));
+        dr7 |= rw_len << (16 + 4 * slot);
+        if watch.is_some() { dr7 |= 1 << (2 * slot) } else { dr7 &= !(1 << (2 * slot)) }
         core::arch::asm!("mov dr7, {}", in(reg) dr7);
     }
 }
 
-/// A #DB breakpoint on each instruction of the NMI entry in turn, then a self-NMI: the #DB
-/// nests into the unfinished NMI entry, must complete it by proxy and return to just after the
-/// NMI's commit; the NMI handler must still see the context the NMI interrupted.
-fn ist_nesting() -> ! {
+/// Which #DB sources the breakpoint scenarios use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DebugSources {
+    /// Instruction breakpoints and write watchpoints.
+    All,
+    /// Write watchpoints only (`*_watch` scenarios): for Bochs built without its internal
+    /// debugger and run with more than one CPU, where every instruction breakpoint that fires
+    /// re-raises #DB forever without executing an instruction (README, emulator findings).
+    WatchOnly,
+}
+
+/// A #DB nested into each boundary of the NMI entry in turn, each time followed by a
+/// self-NMI: the #DB must complete the unfinished NMI entry by proxy and return to just after
+/// the NMI's commit; the NMI handler must still see the context the NMI interrupted. Two ways
+/// to place the #DB: an instruction breakpoint on each of the 21 entry instructions (a fault
+/// before it), and a write watchpoint on the stack slot each of the 17 pushes writes (a trap
+/// after the push, before the next instruction).
+fn ist_nesting(sources: DebugSources) -> ! {
     use crate::arch::x86_64::entry::aist;
-    use crate::arch::x86_64::entry::atomic_ist::{Event, FRAME_BYTES};
+    use crate::arch::x86_64::entry::atomic_ist::{self, Event, FRAME_BYTES};
+    use crate::arch::x86_64::entry::frame::TrapFrame;
     let me = percpu::this();
     let layout = aist::layout(me.cpu_index);
     let nmi_frame = layout.main.top - FRAME_BYTES;
-    let post_commit = layout.prologues[Event::Nmi.index()].post_commit;
+    let prologue = layout.prologues[Event::Nmi.index()];
+    let post_commit = prologue.post_commit;
     let insns = aist::prologue_instructions(Event::Nmi);
-    let mut missed_first = false;
-    for (i, &addr) in insns.iter().enumerate() {
+    // Nests one #DB at the boundary before instruction `at` through `watch`; false if an
+    // instruction breakpoint on the first instruction did not fire (tolerated, see below).
+    let nest = |at: usize, watch: (u64, Watch)| -> bool {
         let (nmis, dbs, proxied) = (me.nmi_count.load(Ordering::Relaxed), me.db_count.load(Ordering::Relaxed), me.aist_proxied.load(Ordering::Relaxed));
-        breakpoint(0, Some(addr));
+        debug_register(0, Some(watch));
         crate::arch::x86_64::apic::send_nmi(smp::apic_id(me.cpu_index));
         let arrived = wait_until(100, || me.nmi_count.load(Ordering::Relaxed) > nmis);
-        breakpoint(0, None);
+        debug_register(0, None);
         let db = [me.last_db[0].load(Ordering::Relaxed), me.last_db[1].load(Ordering::Relaxed)];
         let nmi = [me.last_nmi[0].load(Ordering::Relaxed), me.last_nmi[1].load(Ordering::Relaxed)];
         let fired = me.db_count.load(Ordering::Relaxed) - dbs;
-        if arrived && fired == 0 && i == 0 && !layout.main.holds(nmi[1]) {
+        let how = match watch.1 {
+            Watch::Execute => "instruction breakpoint on",
+            Watch::Write8 => "write watchpoint before",
+        };
+        if arrived && fired == 0 && at == 0 && watch.1 == Watch::Execute && !layout.main.holds(nmi[1]) {
             // Bochs does not check instruction breakpoints on the first instruction after an
             // event delivery; the NMI itself must still have been handled correctly.
             log::warn!("no #DB at NMI entry instruction 0 on this CPU model: the breakpoint did not fire");
-            missed_first = true;
-            continue;
+            return false;
         }
         let problem = if !arrived {
             Some("the NMI never arrived")
@@ -279,15 +333,31 @@ fn ist_nesting() -> ! {
         };
         if let Some(why) = problem {
             finish(Verdict::Fail(format_args!(
-                "breakpoint on NMI entry instruction {i} at {addr:#x}: {why} (#DB saw rip={:#x} rsp={:#x}, NMI saw rip={:#x} rsp={:#x})",
-                db[0], db[1], nmi[0], nmi[1]
+                "{how} NMI entry instruction {at} at {:#x}: {why} (#DB saw rip={:#x} rsp={:#x}, NMI saw rip={:#x} rsp={:#x})",
+                insns[at], db[0], db[1], nmi[0], nmi[1]
             )));
         }
+        true
+    };
+    let mut by_breakpoint = 0;
+    if sources == DebugSources::All {
+        for (i, &addr) in insns.iter().enumerate() {
+            by_breakpoint += nest(i, (addr, Watch::Execute)) as usize;
+        }
+    }
+    // Push j (instruction j, up to the save) writes the frame slot `error_code - 8 j` on the
+    // NMI's IST stack, below the CPU's frame; its watchpoint fires before instruction j + 1.
+    let Some(pushes) = insns.iter().position(|&a| a == prologue.save_done) else {
+        finish(Verdict::Fail(format_args!("the NMI entry's save_done is not one of its instructions")))
+    };
+    let error_slot = atomic_ist::frame_on_ist(&layout, Event::Nmi) + core::mem::offset_of!(TrapFrame, error_code) as u64;
+    for j in 0..pushes {
+        nest(j + 1, (error_slot - 8 * j as u64, Watch::Write8));
     }
     log::info!(
-        "#DB nested at {} of the {} NMI entry instructions; {} entries completed by proxy on cpu {}",
-        insns.len() - missed_first as usize,
+        "#DB nested by instruction breakpoint at {by_breakpoint} of the {} NMI entry instructions{}, by write watchpoint after each of its {pushes} pushes; {} entries completed by proxy on cpu {}",
         insns.len(),
+        if sources == DebugSources::All { "" } else { " (instruction breakpoints not used)" },
         me.aist_proxied.load(Ordering::Relaxed),
         me.cpu_index
     );
@@ -295,63 +365,95 @@ fn ist_nesting() -> ! {
 }
 
 /// FRED's stack levels at work: a #DB (level 1) raised inside the NMI handler (level 2) runs on
-/// the NMI's stack, without a switch, because its level is not above the current one.
-fn fred_nesting() -> ! {
+/// the NMI's stack, without a switch, because its level is not above the current one. The #DB
+/// comes from an instruction breakpoint on the handler's first instruction, then from a write
+/// watchpoint on the first word the handler stores (`last_nmi[0]`, written only there).
+fn fred_nesting(sources: DebugSources) -> ! {
     let me = percpu::this();
     let tops = cea::stack_tops(me.cpu_index);
     let size = (cea::FRED_STACK_PAGES * cea::PAGE) as u64;
     let level = |top: u64| top - size..top;
     let (level1, level2) = (level(tops.fred[0]), level(tops.fred[1]));
     let target = crate::arch::x86_64::entry::nmi_handler_address();
-    let (nmis, dbs) = (me.nmi_count.load(Ordering::Relaxed), me.db_count.load(Ordering::Relaxed));
-    breakpoint(0, Some(target));
-    crate::arch::x86_64::apic::send_nmi(smp::apic_id(me.cpu_index));
-    let arrived = wait_until(100, || me.nmi_count.load(Ordering::Relaxed) > nmis);
-    breakpoint(0, None);
-    let (db_rip, db_rsp, handler_rsp) =
-        (me.last_db[0].load(Ordering::Relaxed), me.last_db[1].load(Ordering::Relaxed), me.db_handler_rsp.load(Ordering::Relaxed));
-    log::info!(
-        "#DB in the NMI handler: interrupted rip={db_rip:#x} rsp={db_rsp:#x}, handler rsp={handler_rsp:#x}; level 1 {:#x}..{:#x}, level 2 {:#x}..{:#x}",
-        level1.start, level1.end, level2.start, level2.end
-    );
-    if !arrived || me.db_count.load(Ordering::Relaxed) != dbs + 1 {
-        finish(Verdict::Fail(format_args!("no #DB in the NMI handler (NMI arrived: {arrived})")))
+    let round = |watch: (u64, Watch)| {
+        let (nmis, dbs) = (me.nmi_count.load(Ordering::Relaxed), me.db_count.load(Ordering::Relaxed));
+        debug_register(0, Some(watch));
+        crate::arch::x86_64::apic::send_nmi(smp::apic_id(me.cpu_index));
+        let arrived = wait_until(100, || me.nmi_count.load(Ordering::Relaxed) > nmis);
+        debug_register(0, None);
+        let (db_rip, db_rsp, handler_rsp) =
+            (me.last_db[0].load(Ordering::Relaxed), me.last_db[1].load(Ordering::Relaxed), me.db_handler_rsp.load(Ordering::Relaxed));
+        let how = match watch.1 {
+            Watch::Execute => "instruction breakpoint",
+            Watch::Write8 => "write watchpoint",
+        };
+        log::info!(
+            "#DB by {how} in the NMI handler: interrupted rip={db_rip:#x} rsp={db_rsp:#x}, handler rsp={handler_rsp:#x}; level 1 {:#x}..{:#x}, level 2 {:#x}..{:#x}",
+            level1.start, level1.end, level2.start, level2.end
+        );
+        // An instruction breakpoint stops before the handler's first instruction; a write
+        // watchpoint right after the store, a few instructions into the handler.
+        let rip_ok = match watch.1 {
+            Watch::Execute => db_rip == target,
+            Watch::Write8 => db_rip > target && db_rip - target < 0x1000,
+        };
+        if !arrived || me.db_count.load(Ordering::Relaxed) != dbs + 1 {
+            finish(Verdict::Fail(format_args!("{how}: no #DB in the NMI handler (NMI arrived: {arrived})")))
+        }
+        if !rip_ok || !level2.contains(&db_rsp) {
+            finish(Verdict::Fail(format_args!("{how}: the #DB did not interrupt the NMI handler on the level-2 stack")))
+        }
+        if !level2.contains(&handler_rsp) || level1.contains(&handler_rsp) {
+            finish(Verdict::Fail(format_args!("{how}: the #DB handler switched stacks (rsp {handler_rsp:#x})")))
+        }
+    };
+    if sources == DebugSources::All {
+        round((target, Watch::Execute));
     }
-    if db_rip != target || !level2.contains(&db_rsp) {
-        finish(Verdict::Fail(format_args!("the #DB did not interrupt the NMI handler on the level-2 stack")))
-    }
-    if !level2.contains(&handler_rsp) || level1.contains(&handler_rsp) {
-        finish(Verdict::Fail(format_args!("the #DB handler switched stacks (rsp {handler_rsp:#x})")))
-    }
+    round((me.last_nmi[0].as_ptr() as u64, Watch::Write8));
     finish(Verdict::Pass)
 }
 
-/// Breakpoints on the first instruction of the SYSCALL trampoline (ring 0, user RSP and GS)
-/// and on the SYSRET (ring 0 again, user RSP and GS), on every CPU, while init's workers make
-/// system calls: each #DB must be handled on the IST main stack with the kernel GS found from
-/// the MSR, and the calls must carry on unharmed.
-fn syscall_gap() -> ! {
+/// #DB in the SYSCALL gap and on the SYSRET, on every CPU, while init's workers make system
+/// calls: an instruction breakpoint on the first instruction of the SYSCALL trampoline (ring 0,
+/// user RSP and GS), a write watchpoint on the entry-stack word where that instruction saves
+/// the user RSP (a #DB right after it: ring 0, user RSP and GS still), and an instruction
+/// breakpoint on the SYSRET (ring 0 again, user RSP and GS). Each #DB must be handled on the
+/// IST main stack with the kernel GS found from the MSR, and the calls must carry on unharmed.
+/// With `DebugSources::WatchOnly` only the watchpoint is armed: nothing between the exit's
+/// SWAPGS and its SYSRET touches memory, so the SYSRET side needs an instruction breakpoint.
+fn syscall_gap(sources: DebugSources) -> ! {
     use crate::arch::x86_64::entry::ist;
-    fn arm() {
+    fn arm_watchpoint() {
+        let cpu = percpu::this().cpu_index;
+        debug_register(2, Some((cea::area_base(cpu) + cea::offsets::ENTRY_STACK_SCRATCH as u64, Watch::Write8)));
+    }
+    fn arm_all() {
         let cpu = percpu::this().cpu_index;
         breakpoint(0, Some(cea::syscall_trampoline_alias(cpu)));
         breakpoint(1, Some(ist::sysret_instruction()));
+        arm_watchpoint();
     }
     fn disarm() {
         breakpoint(0, None);
         breakpoint(1, None);
+        debug_register(2, None);
     }
+    let (arm, armed): (fn(), u64) = match sources {
+        DebugSources::All => (arm_all, 3),
+        DebugSources::WatchOnly => (arm_watchpoint, 1),
+    };
     let before: alloc::vec::Vec<u64> = (0..smp::online()).map(|c| percpu::of(c).db_count.load(Ordering::Relaxed)).collect();
     smp::run_on_all(arm);
     let ran = run_user("utest", "user");
     smp::run_on_all(disarm);
     let hits: alloc::vec::Vec<u64> = (0..smp::online()).map(|c| percpu::of(c).db_count.load(Ordering::Relaxed) - before[c]).collect();
-    log::info!("#DB in the SYSCALL gap and on SYSRET, per CPU: {hits:?}");
+    log::info!("#DB in the SYSCALL gap and on SYSRET ({armed} debug registers armed), per CPU: {hits:?}");
     if let Err(why) = ran {
         finish(Verdict::Fail(format_args!("{why}")))
     }
-    match hits.iter().position(|&h| h < 2) {
-        Some(c) => finish(Verdict::Fail(format_args!("cpu {c} took {} gap breakpoints, expected at least 2", hits[c]))),
+    match hits.iter().position(|&h| h < armed) {
+        Some(c) => finish(Verdict::Fail(format_args!("cpu {c} took {} gap #DBs, expected at least {armed}", hits[c]))),
         None => finish(Verdict::Pass),
     }
 }
