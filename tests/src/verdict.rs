@@ -46,7 +46,15 @@ pub struct Expectation {
     /// scenarios may end before READY, but if they print it, it is checked all the same.
     pub ready_required: bool,
     pub exit_rule: ExitRule,
+    /// The servers READY must list (in order); empty: not checked.
+    pub servers: Vec<String>,
+    /// `SEQ <stream> <n> ...` lines (console output of the echo clients) must come whole and
+    /// in increasing order per stream, from this many streams; 0: not checked.
+    pub seq_streams: u32,
 }
+
+/// The servers init starts, as READY lists them.
+pub const SERVERS: &[&str] = &["init", "console", "name", "echo"];
 
 impl Expectation {
     pub fn for_case(case: &Case) -> Expectation {
@@ -63,11 +71,16 @@ impl Expectation {
             scenario: scenario.to_string(),
             smp,
             entry,
-            ready_required: scenario == "boot",
+            ready_required: matches!(scenario, "boot" | "servers" | "server_crash"),
             exit_rule: match emulator {
                 Emulator::Qemu(_) => ExitRule::QemuDebugExit,
                 Emulator::Bochs => ExitRule::LogOnly,
             },
+            servers: match scenario {
+                "servers" | "server_crash" => SERVERS.iter().map(|s| s.to_string()).collect(),
+                _ => Vec::new(),
+            },
+            seq_streams: if scenario == "servers" { smp } else { 0 },
         }
     }
 }
@@ -202,6 +215,13 @@ pub fn judge(expect: &Expectation, log: &str, outcome: Outcome) -> Verdict {
                     ready.online, ready.found, expect.smp, expect.smp
                 ));
             }
+            if !expect.servers.is_empty() && ready.servers != expect.servers {
+                return fail(format!(
+                    "READY lists servers={}, expected servers={}",
+                    ready.servers.join(","),
+                    expect.servers.join(",")
+                ));
+            }
             if let Some(want) = expect.entry {
                 if ready.entry != backend_name(want) {
                     return fail(format!(
@@ -220,6 +240,12 @@ pub fn judge(expect: &Expectation, log: &str, outcome: Outcome) -> Verdict {
             return fail(format!("no READY line ({how})"));
         }
         Some(None) | None => {}
+    }
+
+    if expect.seq_streams > 0 {
+        if let Err(why) = check_sequences(&lines, expect.seq_streams) {
+            return fail(why);
+        }
     }
 
     let pass_line = format!("TEST {}: PASS", expect.scenario);
@@ -245,6 +271,33 @@ pub fn judge(expect: &Expectation, log: &str, outcome: Outcome) -> Verdict {
         )),
         (ExitRule::LogOnly, Outcome::Exited(_)) => Verdict::Pass,
     }
+}
+
+/// Checks the `SEQ <stream> <n> on cpu <c>` lines: each whole (nothing else on the line, as
+/// console output interleaved mid-line would leave), numbers strictly increasing per stream,
+/// and `streams` streams in all.
+pub fn check_sequences(lines: &[&str], streams: u32) -> Result<(), String> {
+    let mut last: std::collections::BTreeMap<&str, u64> = Default::default();
+    for line in lines.iter().filter(|l| l.contains("SEQ ")) {
+        let rest = &line[line.find("SEQ ").unwrap() + 4..];
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let [stream, n, "on", "cpu", cpu] = words[..] else {
+            return Err(format!("garbled console line: {line:?}"));
+        };
+        let (Ok(n), Ok(_)) = (n.parse::<u64>(), cpu.parse::<u32>()) else {
+            return Err(format!("garbled console line: {line:?}"));
+        };
+        if let Some(&prev) = last.get(stream) {
+            if n <= prev {
+                return Err(format!("console lines of {stream} out of order: {n} after {prev}"));
+            }
+        }
+        last.insert(stream, n);
+    }
+    if last.len() != streams as usize {
+        return Err(format!("console lines from {} clients, expected {streams}", last.len()));
+    }
+    Ok(())
 }
 
 fn ended(status: Option<i32>) -> String {
@@ -286,6 +339,31 @@ mod tests {
     }
 
     const PASS_EXIT: Outcome = Outcome::Exited(Some(QEMU_PASS_STATUS));
+
+    #[test]
+    fn console_sequences_must_be_whole_ordered_and_complete() {
+        let ok = ["client: SEQ client-0 0 on cpu 0", "x", "client: SEQ client-1 0 on cpu 1", "client: SEQ client-0 5 on cpu 0"];
+        assert_eq!(check_sequences(&ok, 2), Ok(()));
+        assert!(check_sequences(&ok, 3).unwrap_err().contains("from 2 clients"));
+        let reordered = ["client: SEQ client-0 5 on cpu 0", "client: SEQ client-0 0 on cpu 0"];
+        assert!(check_sequences(&reordered, 1).unwrap_err().contains("out of order"));
+        let garbled = ["client: SEQ client-0 5 on c[cpu 1] INFO x", "pu 0"];
+        assert!(check_sequences(&garbled, 1).unwrap_err().contains("garbled"));
+    }
+
+    #[test]
+    fn servers_scenarios_need_every_server_in_ready() {
+        let expect = Expectation::new("servers", 2, None, Emulator::Qemu(Accel::Tcg));
+        let log = |servers: &str| {
+            format!(
+                "READY cpus=2/2 entry=ist servers={servers}\nclient: SEQ client-0 0 on cpu 0\nclient: SEQ client-1 0 on cpu 1\nTEST servers: PASS\n"
+            )
+        };
+        let pass = Outcome::Exited(Some(QEMU_PASS_STATUS));
+        assert_eq!(judge(&expect, &log("init,console,name,echo"), pass), Verdict::Pass);
+        let missing = judge(&expect, &log("init,console,name"), pass);
+        assert!(matches!(missing, Verdict::Fail(r) if r.contains("expected servers=init,console,name,echo")));
+    }
 
     #[test]
     fn pass_status_constants_match_isa_debug_exit() {
