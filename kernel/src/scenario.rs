@@ -13,6 +13,7 @@ pub const NAMES: &[&str] = &[
     // The same without instruction breakpoints (see `DebugSources::WatchOnly`).
     "ist_nesting_watch", "syscall_gap_watch", "nesting_watch",
     "bench",
+    "ipc", "caps", "servers", "server_crash",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -58,6 +59,22 @@ pub fn run(name: &'static str) -> ! {
             }
         }),
         "preempt" => user_program("utest", "preempt", |_| Ok(())),
+        // IPC within one process: call/reply on and across CPUs, counts checked end to end
+        // by utest; here, that both delivery paths were taken.
+        "ipc" => user_program("utest", "ipc", |_| {
+            let s = &crate::ipc::STATS;
+            let (fast, cross) = (s.fastpath.load(Ordering::Relaxed), s.cross_cpu.load(Ordering::Relaxed));
+            log::info!("IPC: {} messages, {fast} fastpath switches, {cross} cross-CPU wake-ups", s.messages.load(Ordering::Relaxed));
+            if fast == 0 {
+                Err("no call took the fastpath")
+            } else if smp::online() > 1 && cross == 0 {
+                Err("no message crossed CPUs")
+            } else {
+                Ok(())
+            }
+        }),
+        "caps" => user_program("utest", "caps", |_| Ok(())),
+        "servers" | "server_crash" => servers(name),
         // The FRED/IST comparison (`cargo xtask compare`): `bench` times each event's round trip,
         // checks the events really happened, and prints `BENCH ...` lines for the host.
         "bench" => user_program("bench", "all", |_| Ok(())),
@@ -207,6 +224,25 @@ fn user_program(module: &str, arg: &str, check: impl Fn(&crate::sched::Process) 
     match check(&process) {
         Ok(()) => finish(Verdict::Pass),
         Err(why) => finish(Verdict::Fail(format_args!("{why}"))),
+    }
+}
+
+/// init (started by the kernel for these scenarios, READY already printed with its servers)
+/// runs the scenario's user side; its exit status is the verdict, plus, for `servers`, proof
+/// that the console's UART interrupts arrived through the I/O APIC.
+fn servers(name: &str) -> ! {
+    let Some(init) = crate::syscall::ipc::init_process() else {
+        finish(Verdict::Fail(format_args!("init did not start")))
+    };
+    if !wait_until(6000, || init.is_finished()) {
+        finish(Verdict::Fail(format_args!("init did not finish ({} threads alive)", init.live_threads())));
+    }
+    let irqs = crate::arch::x86_64::ioapic::COUNTS[4].load(Ordering::Relaxed);
+    log::info!("COM1 interrupts: {irqs}");
+    match init.exit_code() {
+        0 if name == "servers" && irqs == 0 => finish(Verdict::Fail(format_args!("the console took no UART interrupt"))),
+        0 => finish(Verdict::Pass),
+        code => finish(Verdict::Fail(format_args!("init exited with status {code}"))),
     }
 }
 

@@ -87,6 +87,11 @@ pub const SCENARIOS: &[&str] = &[
     "nmi_backtrace",
     // QEMU only: xtask injects the machine checks through QEMU's monitor.
     "mce_inject",
+    // IPC and the servers (the console owns COM1 through the I/O APIC's IRQ 4 here).
+    "ipc",
+    "caps",
+    "servers",
+    "server_crash",
 ];
 /// Scenarios that also run on Bochs' Intel model at 2 CPUs: SYSRET's ring-0 #GP on a
 /// non-canonical return is Intel behaviour QEMU's TCG does not reproduce. The breakpoint
