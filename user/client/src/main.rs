@@ -1,11 +1,12 @@
 //! client: exercises `echo` through the name service. Its argument is `id=K calls=N` or
-//! `id=K crash`:
+//! `id=K crash` or `id=K slow`:
 //!
 //! - normal: looks `echo` up, makes N calls with a 64-byte buffer, checks every reply word and
 //!   byte, and prints `SEQ client-K I` lines through the console as it goes (the boot tests
 //!   check that each client's lines appear whole and in order);
 //! - crash: one good call, then asks echo to crash with the call open: the call must fail with
-//!   `PeerDied`, and so must the next call on the dead endpoint.
+//!   `PeerDied`, and so must the next call on the dead endpoint;
+//! - slow: one call that echo answers late; init kills the client while it waits.
 //!
 //! Start capabilities: `initial(0)` the name service (SEND), `initial(1)` the console (SEND).
 #![cfg_attr(target_os = "none", no_std)]
@@ -70,6 +71,12 @@ mod program {
                 return 1;
             }
         };
+        if arg.split_whitespace().any(|w| w == "slow") {
+            // init kills us while this call is open; returning from it is the failure.
+            let r = ipc::call(ep, [echo::SLOW, 300, 0, 0], None);
+            println!("client-{id}: the slow call returned {r:?}, but should have been cut short by a kill");
+            return 1;
+        }
         if arg.split_whitespace().any(|w| w == "crash") {
             if let Err(e) = echo_once(ep, 1) {
                 println!("client-{id}: echo failed before the crash: {e}");

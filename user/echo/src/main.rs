@@ -1,7 +1,8 @@
 //! echo: the test server. It registers "echo" with the name service and answers
 //! `proto::echo` requests: ECHO transforms the words and returns the buffer reversed, COUNT
-//! says how many it served, and CRASH makes it die of a page fault while the call is open, so
-//! that the failure-containment path can be tested.
+//! says how many it served, SLOW answers late (its caller may be gone by then), and CRASH
+//! makes it die of a page fault while the call is open, so that the failure-containment paths
+//! can be tested.
 //!
 //! Start capabilities: `initial(0)` the name service (SEND), `initial(1)` the console (SEND).
 #![cfg_attr(target_os = "none", no_std)]
@@ -36,6 +37,7 @@ mod program {
             }
         }
         let mut served = 0u64;
+        let mut lost_replies = 0u64;
         let mut buf = [0u8; ipc::MAX_BUFFER];
         let mut out = [0u8; ipc::MAX_BUFFER];
         let mut out_len = 0;
@@ -57,7 +59,16 @@ mod program {
                     }
                     [0, m[1], !m[2], m[3].wrapping_add(1)]
                 }
-                COUNT => [0, served, 0, 0],
+                COUNT => [0, served, lost_replies, 0],
+                SLOW => {
+                    let _ = rt::sys::sleep_ms(m[1].min(5000));
+                    // Answer separately, to see whether the caller is still there.
+                    if ipc::reply([0, m[1], 0, 0], None) == Err(Error::PeerDied) {
+                        lost_replies += 1;
+                        println!("the caller of a slow request is gone: reply refused, serving on");
+                    }
+                    continue;
+                }
                 CRASH => {
                     println!("crashing with a call open, as asked");
                     // SAFETY: a load from address 0, never mapped in user space: it faults and

@@ -31,7 +31,7 @@ mod program {
     use abi::cap::Rights;
     use abi::Error;
     use rt::ipc;
-    use rt::proto::{boot, console, name};
+    use rt::proto::{boot, console, echo, name};
     use rt::{println, sys};
 
     /// Exit-notification bits: one per server.
@@ -121,6 +121,28 @@ mod program {
         ok
     }
 
+    /// Kills a client while its call to echo is open: echo's late reply must fail (and be
+    /// counted), and echo must go on serving.
+    fn kill_caller(s: &Servers, cpu: usize) -> bool {
+        let Ok(victim) = spawn("client", "id=victim slow", &[s.name, s.console], Some(cpu), None) else { return false };
+        let _ = sys::sleep_ms(100);
+        let _ = ipc::process_kill(victim, 9);
+        let code = ipc::process_wait(victim);
+        let Ok(echo_ep) = lookup(s.name, "echo") else { return false };
+        for _ in 0..100 {
+            if let Ok([0, _, lost, _]) = ipc::call(echo_ep, [echo::COUNT, 0, 0, 0], None) {
+                if lost == 1 {
+                    println!("client killed mid-call (status {code:?}); echo's late reply was refused and echo serves on");
+                    let _ = ipc::cap_delete(echo_ep);
+                    return code == Ok(9);
+                }
+            }
+            let _ = sys::sleep_ms(20);
+        }
+        println!("echo never reported the refused reply");
+        false
+    }
+
     /// Asks echo to crash in the middle of a call from a client: the client must get an
     /// error return and init must see echo end.
     fn crash_echo(s: &Servers, cpu: usize) -> bool {
@@ -151,7 +173,7 @@ mod program {
         }
         println!("console, name and echo up; {cpus} CPUs");
         let ok = match test {
-            Some("server_crash") => crash_echo(&servers, cpus - 1),
+            Some("server_crash") => kill_caller(&servers, cpus - 1) && crash_echo(&servers, cpus - 1),
             Some(_) => run_clients(&servers, cpus, 40),
             None => {
                 let clients = run_clients(&servers, cpus, 20);

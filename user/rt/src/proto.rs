@@ -33,6 +33,8 @@ pub mod echo {
     pub const ECHO: u64 = 1;
     /// Dies with a page fault while holding the call: callers must get `PeerDied`.
     pub const CRASH: u64 = 2;
-    /// `[COUNT]` -> `[0, requests served]`.
+    /// `[COUNT]` -> `[0, requests served, replies that found their caller gone]`.
     pub const COUNT: u64 = 3;
+    /// Replies after `a` milliseconds (so that the caller can die first).
+    pub const SLOW: u64 = 4;
 }
