@@ -37,6 +37,10 @@ pub const EVENTS: &[(&str, &str)] = &[
         "nmi_self",
         "NMI self-IPI (in a system call, minus one without the send)",
     ),
+    (
+        "ipc_call",
+        "IPC call/reply to a thread on the same CPU (fastpath)",
+    ),
 ];
 
 /// One `BENCH <name> n=.. median=.. min=.. max=.. base=..` line.

@@ -48,13 +48,14 @@ mod program {
 
     fn main(_arg: &str) -> i32 {
         println!("bench: unit: TSC ticks (on Bochs: retired instructions), baseline subtracted");
-        let runs: [(&str, Measure); 6] = [
+        let runs: [(&str, Measure); 7] = [
             ("syscall_null", syscall_null),
             ("int3", int3),
             ("page_fault", page_fault_resume),
             ("page_fault_demand", page_fault_demand),
             ("timer", timer),
             ("nmi_self", nmi_self),
+            ("ipc_call", ipc_call),
         ];
         let mut failed = 0;
         for (name, run) in runs {
@@ -309,6 +310,57 @@ mod program {
         });
         if wrong != 0 {
             return Err("bench_self_nmi did not take exactly one NMI per send (and none without)");
+        }
+        Ok(r)
+    }
+
+    /// The IPC server of `ipc_call`: answers every call with its first word plus one.
+    fn ipc_server(ep: usize) {
+        let mut reply = None;
+        loop {
+            let r = match reply.take() {
+                Some(m) => rt::ipc::reply_recv(ep as u64, m, None),
+                None => rt::ipc::recv(ep as u64, None),
+            };
+            match r {
+                Ok((_, m)) => reply = Some([m[0] + 1, 0, 0, 0]),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// `call` to a server thread blocked in `reply_recv` on the same CPU, against the same
+    /// window without the call: the synchronous IPC round trip through the fastpath (two
+    /// system calls and two direct thread switches, no scheduler decision).
+    fn ipc_call() -> Result<(Vec<i64>, i64), &'static str> {
+        let ep = rt::ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
+        let cpu = sys::cpu_id().map_err(|_| "cpu_id failed")?;
+        rt::thread::spawn(ipc_server, ep as usize, Some(cpu)).map_err(|_| "cannot start the server thread")?;
+        // The first call finds the server not yet waiting; after it, every call does.
+        rt::ipc::call(ep, [0; 4], None).map_err(|_| "first call failed")?;
+        let before = rt::ipc::ipc_stats().map_err(|_| "ipc_stats failed")?;
+        let mut wrong = 0;
+        let r = timed(N, |i, call| {
+            let answer: u64;
+            // RDX is RDTSC's, so the message words are zeroed inside the window (both ways).
+            let t = if call {
+                window!("mov eax, {nr}", "xor edx, edx", "xor r10d, r10d", "xor r8d, r8d", "syscall", "mov r14, rsi";
+                        nr = const nr::CALL, in("rdi") ep, inout("rsi") i as u64 => _, in("r9") 0u64,
+                        out("r10") _, out("r8") _, out("rcx") _, out("r11") _, out("r14") answer)
+            } else {
+                window!("mov eax, {nr}", "xor edx, edx", "xor r10d, r10d", "xor r8d, r8d", "mov r14, rsi";
+                        nr = const nr::CALL, in("rdi") ep, inout("rsi") i as u64 + 1 => _, in("r9") 0u64,
+                        out("r10") _, out("r8") _, out("r14") answer)
+            };
+            wrong += usize::from(answer != i as u64 + 1);
+            t
+        });
+        let after = rt::ipc::ipc_stats().map_err(|_| "ipc_stats failed")?;
+        if wrong != 0 {
+            return Err("a call got a wrong answer");
+        }
+        if after.fastpath - before.fastpath < 2 * N as u64 {
+            return Err("calls did not take the fastpath both ways");
         }
         Ok(r)
     }
