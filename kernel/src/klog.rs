@@ -119,7 +119,7 @@ fn n_signal() {
 
 /// From CPU 0's timer tick: signal the console for lines queued with interrupts off.
 pub fn timer_tick() {
-    if SIGNAL_PENDING.swap(false, Ordering::AcqRel) {
+    if SIGNAL_PENDING.load(Ordering::Relaxed) && SIGNAL_PENDING.swap(false, Ordering::AcqRel) {
         n_signal();
     }
 }

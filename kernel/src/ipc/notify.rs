@@ -105,6 +105,8 @@ pub fn on_irq(irq: u8) {
 /// One-shot timers, checked by CPU 0's timer tick; at most one per notification, so a
 /// program cannot grow the list beyond the notifications it holds.
 static TIMERS: Mutex<Vec<(u64, Arc<Notification>, u64)>> = Mutex::new(Vec::new());
+/// Whether `TIMERS` may hold any: the tick skips the lock when not.
+static TIMERS_ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Signals `bits` on `n` once `ticks` timer ticks of CPU 0 have passed, replacing a timer
 /// `n` already has.
@@ -114,15 +116,20 @@ pub fn timer_after(ticks: u64, n: Arc<Notification>, bits: u64) {
         let mut timers = TIMERS.lock();
         timers.retain(|(_, m, _)| !Arc::ptr_eq(m, &n));
         timers.push((deadline, n, bits));
+        TIMERS_ARMED.store(true, Ordering::Release);
     });
 }
 
 /// From CPU 0's timer interrupt.
 pub fn timer_tick(now: u64) {
+    if !TIMERS_ARMED.load(Ordering::Acquire) {
+        return;
+    }
     let mut due = Vec::new();
     {
         let mut timers = TIMERS.lock();
         if timers.is_empty() {
+            TIMERS_ARMED.store(false, Ordering::Release);
             return;
         }
         timers.retain(|(deadline, n, bits)| {
