@@ -30,7 +30,7 @@ pub enum Verdict<'a> {
 
 /// Prints `TEST <name>: PASS|FAIL reason` and powers off with the matching status.
 pub fn finish(verdict: Verdict<'_>) -> ! {
-    crate::klog::take_over();
+    crate::klog::take_over(true);
     let name = scenario().unwrap_or("none");
     let pass = match verdict {
         Verdict::Pass => {

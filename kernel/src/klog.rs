@@ -49,9 +49,12 @@ static SIGNAL_PENDING: AtomicBool = AtomicBool::new(false);
 static RING: Mutex<VecDeque<u8>> = Mutex::new(VecDeque::new());
 static CONSOLE: Mutex<Option<(Arc<Notification>, u64)>> = Mutex::new(None);
 
+/// The longest line (longer ones are cut).
+pub const LINE_MAX: usize = 600;
+
 /// A line being formatted, on the stack (no allocation: NMI handlers log).
 struct LineBuf {
-    bytes: [u8; 600],
+    bytes: [u8; LINE_MAX],
     len: usize,
 }
 
@@ -67,7 +70,12 @@ impl Write for LineBuf {
 /// Hands the kernel log to the console: from now on lines are queued and `bits` signalled
 /// on `n` when there are new ones.
 pub fn attach(n: Arc<Notification>, bits: u64) {
-    x86_64::instructions::interrupts::without_interrupts(|| *CONSOLE.lock() = Some((n, bits)));
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // The whole ring now: queueing a line must never allocate (an NMI may log while this
+        // CPU holds the heap lock).
+        RING.lock().reserve_exact(RING_BYTES + LINE_MAX);
+        *CONSOLE.lock() = Some((n, bits))
+    });
     ATTACHED.store(true, Ordering::Release);
     n_signal();
 }
@@ -86,14 +94,55 @@ pub fn read_queued(out: &mut [u8]) -> usize {
     })
 }
 
-/// The kernel writes COM1 itself again, first whatever is still queued (verdicts, panics).
-pub fn take_over() {
-    ATTACHED.store(false, Ordering::Release);
+/// The kernel writes COM1 itself again, for good (verdicts, panics): first whatever is still
+/// queued. When a console owned COM1, it is given a moment to drain the queue (if interrupts
+/// are on), then every other CPU is stopped by NMI so that nothing writes the UART any more,
+/// and a newline ends a line the console may have left half-written.
+/// `stop_others: false` leaves the other CPUs running (the panic handler asks them for
+/// backtraces first, then stops them itself).
+pub fn take_over(stop_others: bool) {
+    if !ATTACHED.swap(false, Ordering::AcqRel) {
+        return flush_ring_direct();
+    }
+    let me = percpu::cpu_index_or_boot();
+    if x86_64::instructions::interrupts::are_enabled() {
+        let ticks = || crate::arch::x86_64::percpu::of(me).ticks.load(Ordering::Relaxed);
+        let start = ticks();
+        // Up to 0.5 s for the queue to empty, then two ticks for the console's last burst.
+        while ticks() - start < 50 && !x86_64::instructions::interrupts::without_interrupts(|| RING.lock().is_empty()) {
+            x86_64::instructions::hlt();
+        }
+        let drained = ticks();
+        while ticks() - drained < 2 {
+            x86_64::instructions::hlt();
+        }
+    }
+    if stop_others && crate::arch::x86_64::smp::online() > 1 {
+        crate::arch::x86_64::smp::nmi_others(crate::arch::x86_64::smp::NMI_STOP);
+        // Let the NMIs land; a CPU stopped while holding the serial lock would hold it forever.
+        for _ in 0..1_000_000 {
+            core::hint::spin_loop();
+        }
+        OWNER.store(NO_OWNER, Ordering::Release);
+    }
+    with_serial(|com| put(com, b'\n'));
     flush_ring_direct();
 }
 
 fn flush_ring_direct() {
-    if let Some(mut ring) = RING.try_lock() {
+    // Bounded: a CPU stopped while holding the lock must not stop us.
+    let mut ring = None;
+    for _ in 0..1_000_000 {
+        ring = RING.try_lock();
+        if ring.is_some() {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    if let Some(mut ring) = ring {
+        if ring.is_empty() {
+            return;
+        }
         with_serial(|com| {
             for b in ring.drain(..) {
                 put(com, b);
@@ -136,9 +185,8 @@ fn emit(line: &LineBuf, urgent: bool) {
                 }
             }
         }
-        if ATTACHED.load(Ordering::Acquire) {
-            flush_ring_direct();
-        }
+        // Lines queued before (or while) the console was detached go first.
+        flush_ring_direct();
         with_serial(|com| {
             for &b in &line.bytes[..line.len] {
                 put(com, b);
@@ -157,7 +205,7 @@ fn emit(line: &LineBuf, urgent: bool) {
 
 /// Prints one line that is not a log record (READY, TEST verdicts): the contract lines.
 pub fn print_line(args: fmt::Arguments<'_>) {
-    let mut line = LineBuf { bytes: [0; 600], len: 0 };
+    let mut line = LineBuf { bytes: [0; LINE_MAX], len: 0 };
     let _ = line.write_fmt(args);
     line.len = line.len.min(line.bytes.len() - 1);
     line.bytes[line.len] = b'\n';
@@ -184,7 +232,7 @@ impl log::Log for KernelLogger {
         let cpu = percpu::cpu_index_or_boot();
         // The module path minus the crate name reads better: `arch::x86_64::smp` -> `smp`.
         let target = record.target().rsplit("::").next().unwrap_or("kernel");
-        let mut line = LineBuf { bytes: [0; 600], len: 0 };
+        let mut line = LineBuf { bytes: [0; LINE_MAX], len: 0 };
         let _ = write!(line, "[cpu {cpu}] {:<5} {target}: {}", record.level(), record.args());
         line.len = line.len.min(line.bytes.len() - 1);
         line.bytes[line.len] = b'\n';

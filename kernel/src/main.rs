@@ -141,7 +141,7 @@ mod bsp {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-        kernel::klog::take_over();
+        kernel::klog::take_over(false);
         log::error!("PANIC: {info}");
         // Where was everybody else? Then stop them, so nothing runs on after the kernel broke.
         if smp::online() > 1 {

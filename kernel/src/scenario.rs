@@ -234,7 +234,10 @@ fn servers(name: &str) -> ! {
     let Some(init) = crate::syscall::ipc::init_process() else {
         finish(Verdict::Fail(format_args!("init did not start")))
     };
-    if !wait_until(6000, || init.is_finished()) {
+    if !wait_until(4000, || init.is_finished()) {
+        // Where is everybody? (The answers are queued for the console if it still runs.)
+        crate::klog::take_over(false);
+        smp::backtrace_others(50_000_000);
         finish(Verdict::Fail(format_args!("init did not finish ({} threads alive)", init.live_threads())));
     }
     let irqs = crate::arch::x86_64::ioapic::COUNTS[4].load(Ordering::Relaxed);

@@ -208,6 +208,29 @@ pub fn find() -> Result<Bochs> {
     Err(format!("no usable Bochs: {}", tried.join("; ")))
 }
 
+/// The first Bochs built with its internal debugger (Debian's): `$BOCHS` or the FRED build if
+/// they are one, else `bochs` on `PATH`.
+pub fn find_debugger() -> Result<Bochs> {
+    let mut tried = Vec::new();
+    let mut binaries = candidates();
+    if let Some(path) = which("bochs") {
+        if !binaries.contains(&path) {
+            binaries.push(path);
+        }
+    }
+    for binary in binaries {
+        match inspect(&binary) {
+            Ok(bochs) if bochs.debugger => return Ok(bochs),
+            Ok(bochs) => tried.push(format!("{} ({}) has no internal debugger", binary.display(), bochs.version)),
+            Err(why) => tried.push(why),
+        }
+    }
+    if tried.is_empty() {
+        tried.push("there is no bochs on PATH".into());
+    }
+    Err(format!("no Bochs built with its debugger (Debian's bochs package is one): {}", tried.join("; ")))
+}
+
 /// The first FRED-capable Bochs; the error says why each candidate is not one.
 pub fn find_fred() -> Result<Bochs> {
     let mut tried = Vec::new();

@@ -353,6 +353,7 @@ fn run_job(shared: &Shared, job: &Job) {
 struct Offers {
     bochs: std::result::Result<Bochs, String>,
     fred_bochs: std::result::Result<Bochs, String>,
+    debugger_bochs: std::result::Result<Bochs, String>,
     limine: std::result::Result<PathBuf, String>,
     kvm: std::result::Result<(), String>,
 }
@@ -376,6 +377,14 @@ fn survey(opts: &Options, cases: &[Case]) -> Offers {
     } else {
         not_needed()
     };
+    let debugger_bochs = if needs(Requirement::DebuggerBochs) {
+        bochs::find_debugger().or_else(|why| {
+            step(format!("{why}; trying Debian's bochs"));
+            tools::ensure(&[Tool::Bochs]).and_then(|_| bochs::find_debugger())
+        })
+    } else {
+        not_needed()
+    };
     let limine = match opts.limine_dir() {
         None => Err("LIMINE_DIR is not set (a Limine >= 8 binary release)".to_string()),
         Some(dir) => iso::check_limine_dir(&dir).map(|_| dir),
@@ -388,6 +397,7 @@ fn survey(opts: &Options, cases: &[Case]) -> Offers {
     Offers {
         bochs,
         fred_bochs,
+        debugger_bochs,
         limine,
         kvm,
     }
@@ -416,6 +426,14 @@ fn machine_for(case: &Case, offers: &Offers) -> std::result::Result<Machine, Str
                         .fred_bochs
                         .clone()
                         .map_err(|_| NO_FRED_BOCHS.to_string())?,
+                )
+            }
+            Requirement::DebuggerBochs => {
+                bochs = Some(
+                    offers
+                        .debugger_bochs
+                        .clone()
+                        .map_err(|why| format!("no Bochs built with its debugger: {why}"))?,
                 )
             }
             Requirement::LimineRelease => {
@@ -611,6 +629,7 @@ mod tests {
         let offers = Offers {
             bochs: Err("none".into()),
             fred_bochs: Err("none".into()),
+            debugger_bochs: Err("none".into()),
             limine: Err("LIMINE_DIR is not set".into()),
             kvm: Err("no".into()),
         };
@@ -626,5 +645,9 @@ mod tests {
         assert!(machine_for(&limine_case, &offers)
             .unwrap_err()
             .contains("LIMINE_DIR"));
+        let debugger_case = matrix().into_iter().find(|c| c.bochs_debugger).unwrap();
+        assert!(machine_for(&debugger_case, &offers)
+            .unwrap_err()
+            .contains("built with its debugger"));
     }
 }

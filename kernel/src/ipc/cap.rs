@@ -32,7 +32,14 @@ pub enum CapError {
     NoRights,
     /// No free slot.
     Full,
+    /// Deriving would make the chain of derivations longer than [`MAX_DEPTH`].
+    TooDeep,
 }
+
+/// The longest chain of derivations (and passes) from an original capability. Validity checks
+/// walk the chain and dropping the last holder drops it, so a program must not be able to grow
+/// it without bound (derive, delete the parent, repeat).
+pub const MAX_DEPTH: u32 = 32;
 
 /// One capability: an object, the rights it confers, and where it was derived from.
 pub struct CapNode<T> {
@@ -42,25 +49,31 @@ pub struct CapNode<T> {
     /// to the receiver so that a server can tell its clients apart.
     pub badge: u64,
     parent: Option<Arc<CapNode<T>>>,
+    /// Derivations from the original (0 for it).
+    depth: u32,
     revoked: AtomicBool,
 }
 
 impl<T: Clone> CapNode<T> {
     /// An original capability (no parent): the one the object's creator holds.
     pub fn root(object: T, rights: Rights) -> Arc<Self> {
-        Arc::new(Self { object, rights, badge: 0, parent: None, revoked: AtomicBool::new(false) })
+        Arc::new(Self { object, rights, badge: 0, parent: None, depth: 0, revoked: AtomicBool::new(false) })
     }
 
     /// A capability derived from `self` with at most its rights, and a badge if `self` has
     /// none yet (a badge, once set, is fixed).
-    pub fn derive(self: &Arc<Self>, rights: Rights, badge: u64) -> Arc<Self> {
-        Arc::new(Self {
+    pub fn derive(self: &Arc<Self>, rights: Rights, badge: u64) -> Result<Arc<Self>, CapError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(CapError::TooDeep);
+        }
+        Ok(Arc::new(Self {
             object: self.object.clone(),
             rights: self.rights & rights,
             badge: if self.badge != 0 { self.badge } else { badge },
             parent: Some(self.clone()),
+            depth: self.depth + 1,
             revoked: AtomicBool::new(false),
-        })
+        }))
     }
 
     /// Whether this capability and every one it derives from are still in force.
@@ -82,6 +95,7 @@ impl<T: Clone> CapNode<T> {
             rights: self.rights,
             badge: self.badge,
             parent: self.parent.clone(),
+            depth: self.depth,
             revoked: AtomicBool::new(false),
         })
     }
@@ -234,10 +248,10 @@ mod tests {
     #[test]
     fn derivation_only_narrows_rights_and_fixes_the_badge() {
         let root = CapNode::root(3u32, Rights::SEND | Rights::GRANT);
-        let child = root.derive(Rights::SEND | Rights::RECV, 42);
+        let child = root.derive(Rights::SEND | Rights::RECV, 42).unwrap();
         assert_eq!(child.rights, Rights::SEND);
         assert_eq!(child.badge, 42);
-        let grandchild = child.derive(Rights::ALL, 99);
+        let grandchild = child.derive(Rights::ALL, 99).unwrap();
         assert_eq!(grandchild.rights, Rights::SEND);
         assert_eq!(grandchild.badge, 42, "a badge cannot be changed once set");
     }
@@ -248,16 +262,16 @@ mod tests {
         let mut b = CapTable::new();
         let mut c = CapTable::new();
         // a passes to b, b passes on to c, and a keeps a message in flight.
-        let hb = b.insert(a.get(ha, Rights::GRANT).unwrap().derive(Rights::ALL, 0)).unwrap();
-        let hc = c.insert(b.get(hb, Rights::GRANT).unwrap().derive(Rights::SEND, 0)).unwrap();
-        let in_flight = a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0);
+        let hb = b.insert(a.get(ha, Rights::GRANT).unwrap().derive(Rights::ALL, 0).unwrap()).unwrap();
+        let hc = c.insert(b.get(hb, Rights::GRANT).unwrap().derive(Rights::SEND, 0).unwrap()).unwrap();
+        let in_flight = a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0).unwrap();
         a.revoke(ha).unwrap();
         assert!(a.get(ha, Rights::ALL).is_ok(), "the holder keeps its capability");
         assert_eq!(b.get(hb, Rights::empty()).err(), Some(CapError::Revoked));
         assert_eq!(c.get(hc, Rights::empty()).err(), Some(CapError::Revoked));
         assert!(!in_flight.is_valid());
         // What the holder derives after the revocation works.
-        let hb2 = b.insert(a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0)).unwrap();
+        let hb2 = b.insert(a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0).unwrap()).unwrap();
         assert!(b.get(hb2, Rights::SEND).is_ok());
         // A revoked capability can be deleted, freeing its slot.
         assert!(b.delete(hb).is_ok());
@@ -267,14 +281,38 @@ mod tests {
     fn revoking_a_middle_link_leaves_siblings_above_it_alone() {
         let (mut a, ha) = table_with(5, Rights::ALL);
         let mut b = CapTable::new();
-        let hb = b.insert(a.get(ha, Rights::empty()).unwrap().derive(Rights::ALL, 0)).unwrap();
-        let leaf = b.get(hb, Rights::empty()).unwrap().derive(Rights::SEND, 0);
-        let sibling = a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0);
+        let hb = b.insert(a.get(ha, Rights::empty()).unwrap().derive(Rights::ALL, 0).unwrap()).unwrap();
+        let leaf = b.get(hb, Rights::empty()).unwrap().derive(Rights::SEND, 0).unwrap();
+        let sibling = a.get(ha, Rights::empty()).unwrap().derive(Rights::SEND, 0).unwrap();
         b.revoke(hb).unwrap();
         assert!(!leaf.is_valid());
         assert!(sibling.is_valid());
         assert!(b.get(hb, Rights::ALL).is_ok());
         let _ = &mut a;
+    }
+
+    #[test]
+    fn derivation_chains_are_bounded() {
+        // Derive, delete the parent, repeat: the chain stops at MAX_DEPTH.
+        let (mut t, mut h) = table_with(1, Rights::ALL);
+        let mut made = 0;
+        loop {
+            let parent = t.get(h, Rights::empty()).unwrap();
+            match parent.derive(Rights::ALL, 0) {
+                Ok(child) => {
+                    let h2 = t.insert(child).unwrap();
+                    t.delete(h).unwrap();
+                    h = h2;
+                    made += 1;
+                }
+                Err(e) => {
+                    assert_eq!(e, CapError::TooDeep);
+                    break;
+                }
+            }
+        }
+        assert_eq!(made, MAX_DEPTH);
+        assert!(t.get(h, Rights::ALL).is_ok(), "the deepest copy still works");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use core::sync::atomic::Ordering;
 use spin::Mutex;
 
 use super::rendezvous::{Arrival, Rendezvous};
-use super::{deliver, deliver_and_switch, prepare_wait, wait_inbox, Message, ReplyCap, STATS};
+use super::{deliver, deliver_and_switch, prepare_wait, wait_inbox, Message, ReplyCap, Withdrawal, STATS};
 use crate::sched::Thread;
 use abi::Error;
 
@@ -61,7 +61,8 @@ impl Endpoint {
                     msg.reply = Some(ReplyCap::new(me.clone()));
                     prepare_wait(me);
                     deliver_and_switch(&receiver, Ok(msg));
-                    wait_inbox(me, || {})
+                    drop(receiver);
+                    wait_inbox(me, || Withdrawal::NotQueued)
                 } else {
                     deliver(&receiver, Ok(msg));
                     Ok(Message::default())
@@ -69,9 +70,27 @@ impl Endpoint {
             }
             // The receiver that takes our message delivers to our inbox: the completion of a
             // send, or (through the reply capability) the reply to a call.
-            Arrival::Queued => wait_inbox(me, || {
-                self.queue.lock().withdraw_sender(|s| Arc::ptr_eq(&s.thread, me));
-            }),
+            Arrival::Queued => wait_inbox(me, || self.withdraw_sender(me)),
+        }
+    }
+
+    /// A killed sender leaves the queue. If a receiver took its message already, there is
+    /// nothing to wait for: a send's completion carries nothing, and a call's reply capability
+    /// finds the caller gone.
+    fn withdraw_sender(&self, me: &Arc<Thread>) -> Withdrawal {
+        match self.queue.lock().withdraw_sender(|s| Arc::ptr_eq(&s.thread, me)) {
+            Some(_) => Withdrawal::Withdrawn,
+            None => Withdrawal::NotQueued,
+        }
+    }
+
+    /// A killed receiver leaves the queue. If a sender took it already, its message (perhaps
+    /// with a reply capability) is on its way and is awaited, so that the capability answers
+    /// its caller when this thread ends instead of lingering in a dead inbox.
+    fn withdraw_receiver(&self, me: &Arc<Thread>) -> Withdrawal {
+        match self.queue.lock().withdraw_receiver(|r| Arc::ptr_eq(r, me)) {
+            Some(_) => Withdrawal::Withdrawn,
+            None => Withdrawal::Taken,
         }
     }
 
@@ -89,9 +108,7 @@ impl Endpoint {
         let msg = match arrival {
             Arrival::Closed => return Err(Error::PeerDied),
             Arrival::Paired(s, _) => take_queued(s),
-            Arrival::Queued => wait_inbox(me, || {
-                self.queue.lock().withdraw_receiver(|r| Arc::ptr_eq(r, me));
-            })?,
+            Arrival::Queued => wait_inbox(me, || self.withdraw_receiver(me))?,
         };
         Ok(keep_reply(me, msg))
     }
@@ -149,9 +166,7 @@ pub fn reply_recv(me: &Arc<Thread>, ep: &Endpoint, msg: Message) -> (Result<(), 
         Arrival::Queued => {
             prepare_wait(me);
             caller.answer_switching(Ok(msg));
-            wait_inbox(me, || {
-                ep.queue.lock().withdraw_receiver(|r| Arc::ptr_eq(r, me));
-            })
+            wait_inbox(me, || ep.withdraw_receiver(me))
         }
         Arrival::Paired(s, _) => {
             caller.answer(Ok(msg));

@@ -135,15 +135,22 @@ mod kernel_side {
 
     /// Puts `result` in `t`'s inbox and wakes it.
     pub fn deliver(t: &Arc<Thread>, result: Result<Message, Error>) {
-        *t.ipc.inbox.lock() = Some(result);
+        put_inbox(t, result);
         sched::wake(t);
+    }
+
+    /// Fills the inbox; whatever was there (only ever a result for a thread that gave up
+    /// waiting) is dropped after the lock is released, since dropping it may deliver in turn.
+    fn put_inbox(t: &Arc<Thread>, result: Result<Message, Error>) {
+        let old = t.ipc.inbox.lock().replace(result);
+        drop(old);
     }
 
     /// Like [`deliver`], but if `t` waits on this CPU, switches to it directly (the fastpath)
     /// instead of queueing it; the caller has set up its own wait first (`prepare_wait`).
     /// Returns whether the switch happened.
     pub fn deliver_and_switch(t: &Arc<Thread>, result: Result<Message, Error>) -> bool {
-        *t.ipc.inbox.lock() = Some(result);
+        put_inbox(t, result);
         if sched::switch_to(t) {
             STATS.fastpath.fetch_add(1, Ordering::Relaxed);
             true
@@ -157,9 +164,23 @@ mod kernel_side {
         }
     }
 
-    /// Waits for the inbox to be filled. `withdraw` is run if the process is killed while
-    /// waiting: it takes the thread off whatever queue it waits in.
-    pub fn wait_inbox(me: &Arc<Thread>, withdraw: impl Fn()) -> Result<Message, Error> {
+    /// What a waiter found when it tried to leave its queue.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Withdrawal {
+        /// Taken off the queue: nobody will deliver.
+        Withdrawn,
+        /// A partner already took it off: a delivery is on its way (without blocking).
+        Taken,
+        /// It waits in no queue (a call waiting for its reply): give up, the reply capability
+        /// finds its caller gone.
+        NotQueued,
+    }
+
+    /// Waits for the inbox to be filled. If the process is killed while waiting, `withdraw`
+    /// takes the thread off the queue it waits in; if a partner already took it, the delivery
+    /// is awaited all the same, so no message (and no reply capability) is lost.
+    pub fn wait_inbox(me: &Arc<Thread>, withdraw: impl Fn() -> Withdrawal) -> Result<Message, Error> {
+        let mut ignore_kill = false;
         loop {
             {
                 let mut inbox = me.ipc.inbox.lock();
@@ -168,14 +189,20 @@ mod kernel_side {
                     sched::mark_running(me);
                     return r;
                 }
-                if me.process.as_ref().is_some_and(|p| p.is_killed()) {
+                if ignore_kill {
+                    sched::block_current(me);
+                } else if !sched::block_unless_killed(me) {
                     drop(inbox);
-                    withdraw();
-                    // A partner that took us just before the withdrawal delivers anyway; keep
-                    // what it delivered (its reply capability answers its caller on drop).
-                    return me.ipc.inbox.lock().take().unwrap_or(Err(Error::PeerDied));
+                    match withdraw() {
+                        Withdrawal::Taken => {
+                            ignore_kill = true;
+                            continue;
+                        }
+                        Withdrawal::Withdrawn | Withdrawal::NotQueued => {
+                            return me.ipc.inbox.lock().take().unwrap_or(Err(Error::PeerDied));
+                        }
+                    }
                 }
-                sched::block_current(me);
             }
             sched::schedule();
         }

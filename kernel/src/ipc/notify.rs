@@ -3,7 +3,7 @@
 //! takes only an interrupt-safe lock, so interrupt handlers use it: device IRQs bound by a user
 //! driver (`irq_bind`) and one-shot timers (`notify_timer`).
 
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
@@ -40,9 +40,6 @@ impl Notification {
             if bits != 0 {
                 return Ok(bits);
             }
-            if me.process.as_ref().is_some_and(|p| p.is_killed()) {
-                return Err(Error::PeerDied);
-            }
             let blocked = without_interrupts(|| {
                 let mut w = self.waiter.lock();
                 if w.as_ref().is_some_and(|t| !Arc::ptr_eq(t, me)) {
@@ -52,8 +49,10 @@ impl Notification {
                 if self.bits.load(Ordering::Acquire) != 0 {
                     return Ok(false);
                 }
+                if !sched::block_unless_killed(me) {
+                    return Err(Error::PeerDied);
+                }
                 *w = Some(me.clone());
-                sched::block_current(me);
                 Ok(true)
             })?;
             if blocked {
@@ -102,9 +101,10 @@ pub fn on_irq(irq: u8) {
     }
 }
 
-/// One-shot timers, checked by CPU 0's timer tick; at most one per notification, so a
-/// program cannot grow the list beyond the notifications it holds.
-static TIMERS: Mutex<Vec<(u64, Arc<Notification>, u64)>> = Mutex::new(Vec::new());
+/// One-shot timers, checked by CPU 0's timer tick; at most one per notification, and a timer
+/// of a notification nobody holds any more is dropped, so the list is bounded by the
+/// notifications that exist.
+static TIMERS: Mutex<Vec<(u64, Weak<Notification>, u64)>> = Mutex::new(Vec::new());
 /// Whether `TIMERS` may hold any: the tick skips the lock when not.
 static TIMERS_ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
@@ -114,8 +114,8 @@ pub fn timer_after(ticks: u64, n: Arc<Notification>, bits: u64) {
     let deadline = percpu::of(0).ticks.load(Ordering::Relaxed) + ticks.max(1);
     without_interrupts(|| {
         let mut timers = TIMERS.lock();
-        timers.retain(|(_, m, _)| !Arc::ptr_eq(m, &n));
-        timers.push((deadline, n, bits));
+        timers.retain(|(_, m, _)| m.strong_count() > 0 && !core::ptr::eq(m.as_ptr(), Arc::as_ptr(&n)));
+        timers.push((deadline, Arc::downgrade(&n), bits));
         TIMERS_ARMED.store(true, Ordering::Release);
     });
 }
@@ -134,10 +134,12 @@ pub fn timer_tick(now: u64) {
         }
         timers.retain(|(deadline, n, bits)| {
             if *deadline <= now {
-                due.push((n.clone(), *bits));
+                if let Some(n) = n.upgrade() {
+                    due.push((n, *bits));
+                }
                 false
             } else {
-                true
+                n.strong_count() > 0
             }
         });
     }

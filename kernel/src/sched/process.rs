@@ -12,6 +12,8 @@ use crate::mm::aspace::{AddressSpace, UserAccess};
 use abi::layout::{USER_MAP_BASE, USER_STACK_SIZE, USER_STACK_TOP};
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
+/// I/O-port ranges one process may have open.
+const MAX_IO_RANGES: usize = 8;
 
 pub struct Process {
     pub pid: u64,
@@ -41,8 +43,8 @@ pub struct Process {
     pub caps: Mutex<crate::ipc::CapTable>,
     /// Endpoints it created: they close when it ends.
     pub owned_endpoints: Mutex<Vec<Weak<crate::ipc::Endpoint>>>,
-    /// I/O-port ranges (base, length) enabled through its I/O-port capabilities.
-    io_ports: Mutex<Vec<(u16, u16)>>,
+    /// I/O-port ranges (base, length) enabled, each with the capability that allows it.
+    io_ports: Mutex<Vec<((u16, u16), crate::ipc::Cap)>>,
     /// Its threads (to wake blocked ones when it is killed).
     threads: Mutex<Vec<Weak<Thread>>>,
     /// Signalled when it ends (`spawn`'s `exit_notify`).
@@ -244,36 +246,48 @@ impl Process {
                     thread::mark_running(me);
                     return Ok(self.exit_code());
                 }
-                if me.process.as_ref().is_some_and(|p| p.is_killed()) {
+                if !thread::block_unless_killed(me) {
                     w.retain(|t| !Arc::ptr_eq(t, me));
-                    thread::mark_running(me);
                     return Err(abi::Error::PeerDied);
                 }
                 if !w.iter().any(|t| Arc::ptr_eq(t, me)) {
                     w.push(me.clone());
                 }
-                thread::block_current(me);
             }
             thread::schedule();
         }
     }
 
-    /// Allows ports `base..base + len` to this process (from the next switch to it on).
-    pub fn enable_io_ports(&self, base: u16, len: u16) {
+    /// Allows ports `base..base + len` to this process (from the next switch to it on) for
+    /// as long as `cap`, the I/O-port capability that names them, is not revoked.
+    pub fn enable_io_ports(&self, base: u16, len: u16, cap: crate::ipc::Cap) -> Result<(), abi::Error> {
         let mut ports = self.io_ports.lock();
-        if !ports.contains(&(base, len)) {
-            ports.push((base, len));
+        ports.retain(|(_, c)| c.is_valid());
+        if ports.iter().any(|(r, c)| *r == (base, len) && alloc::sync::Arc::ptr_eq(c, &cap)) {
+            return Ok(());
         }
+        if ports.len() >= MAX_IO_RANGES {
+            return Err(abi::Error::NoMemory);
+        }
+        ports.push(((base, len), cap));
+        Ok(())
     }
 
     /// Makes this CPU's TSS I/O bitmap allow exactly this process's ports. Called by the
     /// context switch (interrupts off) on the CPU that is switching to one of its threads.
     pub fn load_io_ports(&self, cpu: usize) {
-        // Being changed right now (by a thread of ours on another CPU): the ports being added
-        // take effect at the next switch; `ioport_enable` itself reloads its own CPU.
-        if let Some(ports) = self.io_ports.try_lock() {
-            crate::arch::x86_64::cea::load_io_ports(cpu, self.pid, &ports);
+        // Lock order: SCHED -> io_ports -> the CPU's loaded set; `ioport_enable` takes
+        // io_ports -> loaded set. Only ranges whose capability is still in force open.
+        let ports = self.io_ports.lock();
+        let mut open = [(0u16, 0u16); MAX_IO_RANGES];
+        let mut n = 0;
+        for (range, cap) in ports.iter() {
+            if cap.is_valid() && n < MAX_IO_RANGES {
+                open[n] = *range;
+                n += 1;
+            }
         }
+        crate::arch::x86_64::cea::load_io_ports(cpu, self.pid, &open[..n]);
     }
 
     pub(super) fn wake_waiter(&self) {
@@ -287,6 +301,8 @@ impl Process {
         if !self.killed.swap(true, Ordering::AcqRel) {
             self.exit_code.store(code, Ordering::Release);
         }
+        // Pairs with `block_unless_killed`: `killed` before the thread states are read.
+        core::sync::atomic::fence(Ordering::SeqCst);
         thread::wake_all_of(self);
     }
 

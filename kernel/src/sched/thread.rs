@@ -84,10 +84,6 @@ struct CpuSched {
 }
 
 impl CpuSched {
-    fn current_is(&self, t: &Arc<Thread>) -> bool {
-        self.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, t))
-    }
-
     const fn new() -> Self {
         Self {
             run: RunQueue::new(),
@@ -276,9 +272,9 @@ pub fn mark_running(me: &Arc<Thread>) {
     });
 }
 
-/// Switches away from the current context: to `direct` if given and still blocked (checked
-/// under the lock), else to the next ready thread or the idle loop. Returns whether it
-/// switched to `direct`.
+/// Switches away from the current context: to `direct` if given, else to the next ready
+/// thread or the idle loop. If `direct` is no longer blocked (checked under the lock), nothing
+/// happens and the result is false; otherwise the result is whether `direct` was switched to.
 fn switch(direct: Option<&Arc<Thread>>) -> bool {
     let mut switched_direct = false;
     let were_enabled = x86_64::instructions::interrupts::are_enabled();
@@ -287,6 +283,13 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
     let cpu = me.cpu_index;
     let (save, next_rsp) = {
         let mut s = SCHED[cpu].lock();
+        if direct.is_some_and(|t| t.state() != State::Blocked) {
+            drop(s);
+            if were_enabled {
+                x86_64::instructions::interrupts::enable();
+            }
+            return false;
+        }
         let prev = s.current.take();
         if let Some(p) = &prev {
             if p.state() == State::Running {
@@ -295,11 +298,11 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
             }
         }
         let next = match direct {
-            Some(t) if t.state() == State::Blocked && !s.current_is(t) => {
+            Some(t) => {
                 switched_direct = true;
                 Some(t.clone())
             }
-            _ => s.run.pop(),
+            None => s.run.pop(),
         };
         s.slice_left = SLICE_TICKS;
         me.need_resched.store(false, Ordering::Relaxed);
@@ -391,16 +394,33 @@ pub fn has_ready() -> bool {
 }
 
 /// Sleeps the current thread for at least `ticks` timer ticks.
+/// A wake-up meant for another wait (a late IPC delivery) does not cut the sleep short; a
+/// kill does.
 pub fn sleep_ticks(ticks: u64) {
     let me = percpu::this();
     let Some(cur) = current() else { return };
-    with_sched(me.cpu_index, |s| {
-        cur.set_state(State::Sleeping);
-        let wake = me.ticks.load(Ordering::Relaxed) + ticks.max(1);
-        s.sleep.insert(wake, cur.clone());
-    });
-    drop(cur);
-    schedule();
+    let deadline = me.ticks.load(Ordering::Relaxed) + ticks.max(1);
+    while me.ticks.load(Ordering::Relaxed) < deadline && !cur.process.as_ref().is_some_and(|p| p.is_killed()) {
+        with_sched(me.cpu_index, |s| {
+            cur.set_state(State::Sleeping);
+            s.sleep.insert(deadline, cur.clone());
+        });
+        schedule();
+    }
+}
+
+/// Like [`block_current`], unless the thread's process is being killed: then it stays
+/// running and the result is false. The state is stored before `killed` is read, and `kill`
+/// stores `killed` before it reads thread states (both with a full fence), so either the
+/// waiter sees the kill or the killer sees the thread blocked and wakes it.
+pub fn block_unless_killed(cur: &Arc<Thread>) -> bool {
+    cur.set_state(State::Blocked);
+    core::sync::atomic::fence(Ordering::SeqCst);
+    if cur.process.as_ref().is_some_and(|p| p.is_killed()) {
+        mark_running(cur);
+        return false;
+    }
+    true
 }
 
 /// Blocks the current thread until `wake` is called for it. The caller has made itself

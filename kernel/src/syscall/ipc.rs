@@ -25,6 +25,7 @@ fn cap_error(e: CapError) -> Error {
     match e {
         CapError::NoRights => Error::NoRights,
         CapError::Full => Error::NoMemory,
+        CapError::TooDeep => Error::InvalidArgument,
         CapError::Invalid | CapError::Stale | CapError::Revoked => Error::BadHandle,
     }
 }
@@ -79,7 +80,7 @@ fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Opti
     }
     if t.send_cap != NO_CAP {
         let c = cap(p, t.send_cap, Rights::GRANT)?;
-        msg.cap = Some(c.derive(Rights(t.send_rights), 0));
+        msg.cap = Some(c.derive(Rights(t.send_rights), 0).map_err(cap_error)?);
     }
     Ok((msg, Some(t)))
 }
@@ -107,15 +108,22 @@ fn incoming(p: &Process, frame: &mut TrapFrame, msg: Message, t: Option<Transfer
 pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Option<Result<u64, Error>> {
     let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     Some(match frame.rax {
-        nr::ENDPOINT_CREATE => {
+        nr::ENDPOINT_CREATE => (|| {
             let ep = Endpoint::new(p.pid);
-            p.owned_endpoints.lock().push(Arc::downgrade(&ep));
-            p.caps.lock().insert(CapNode::root(KObject::Endpoint(ep), Rights::ALL)).map_err(cap_error)
-        }
+            let h = p.caps.lock().insert(CapNode::root(KObject::Endpoint(ep.clone()), Rights::ALL)).map_err(cap_error)?;
+            let mut owned = p.owned_endpoints.lock();
+            // Endpoints nobody holds any more need no closing: forget them.
+            owned.retain(|e| e.strong_count() > 0);
+            owned.push(Arc::downgrade(&ep));
+            Ok(h)
+        })(),
         nr::NOTIFICATION_CREATE => p.caps.lock().insert(CapNode::root(KObject::Notification(Notification::new()), Rights::ALL)).map_err(cap_error),
         nr::CAP_DERIVE => {
             let c = cap(p, a[0], Rights::empty());
-            c.and_then(|c| p.caps.lock().insert(c.derive(Rights(a[1] as u32), a[2])).map_err(cap_error))
+            c.and_then(|c| {
+                let copy = c.derive(Rights(a[1] as u32), a[2]).map_err(cap_error)?;
+                p.caps.lock().insert(copy).map_err(cap_error)
+            })
         }
         nr::CAP_DELETE => p.caps.lock().delete(a[0]).map(|_| 0).map_err(cap_error),
         nr::CAP_REVOKE => p.caps.lock().revoke(a[0]).map(|_| 0).map_err(cap_error),
@@ -177,16 +185,15 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             Ok(_) => Err(Error::BadHandle),
             Err(e) => Err(e),
         },
-        nr::IOPORT_ENABLE => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
-            Ok(KObject::IoPorts { base, len }) => {
-                p.enable_io_ports(base, len);
+        nr::IOPORT_ENABLE => cap(p, a[0], Rights::CONTROL).and_then(|c| match c.object {
+            KObject::IoPorts { base, len } => {
+                p.enable_io_ports(base, len, c.clone())?;
                 let cpu = me.cpu;
                 x86_64::instructions::interrupts::without_interrupts(|| p.load_io_ports(cpu));
                 Ok(0)
             }
-            Ok(_) => Err(Error::BadHandle),
-            Err(e) => Err(e),
-        },
+            _ => Err(Error::BadHandle),
+        }),
         nr::SPAWN => spawn(p, a[0], a[1]),
         nr::PROCESS_WAIT => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
             // The status as its 32-bit pattern, so that a negative one is not read as an error.
@@ -210,6 +217,13 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
         })(),
         nr::KLOG_READ => (|| {
             let KObject::KernelLog = cap(p, a[0], Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
+            // Room for the longest line, and a buffer checked before lines leave the queue.
+            if a[2] < crate::klog::LINE_MAX as u64 {
+                return Err(Error::InvalidArgument);
+            }
+            if !uaccess::is_user_range(a[1], (a[2] as usize).min(4096)) {
+                return Err(Error::BadAddress);
+            }
             let mut buf = alloc::vec![0u8; (a[2] as usize).min(4096)];
             let n = crate::klog::read_queued(&mut buf);
             uaccess::copy_to_user(a[1], &buf[..n])?;
@@ -251,12 +265,12 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
     let arg = String::from_utf8(arg).map_err(|_| Error::InvalidArgument)?;
     let mut handles = [0u64; MAX_SPAWN_CAPS];
     for (i, h) in handles.iter_mut().take(s.caps_len as usize).enumerate() {
-        *h = read_struct(s.caps + 8 * i as u64)?;
+        *h = read_struct(s.caps.checked_add(8 * i as u64).ok_or(Error::BadAddress)?)?;
     }
     let keep = if s.keep_grant != 0 { Rights::ALL } else { Rights(Rights::ALL.bits() & !Rights::GRANT.bits()) };
     let caps = handles[..s.caps_len as usize]
         .iter()
-        .map(|&h| cap(p, h, Rights::GRANT).map(|c| c.derive(keep, 0)))
+        .map(|&h| cap(p, h, Rights::GRANT).and_then(|c| c.derive(keep, 0).map_err(cap_error)))
         .collect::<Result<Vec<_>, _>>()?;
     let exit = match s.exit_notify {
         0 => None,
@@ -279,7 +293,11 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
             n.signal(bits);
         }
     }
-    SPAWNED.lock().push(Arc::downgrade(&child));
+    {
+        let mut spawned = SPAWNED.lock();
+        spawned.retain(|c| c.strong_count() > 0);
+        spawned.push(Arc::downgrade(&child));
+    }
     p.caps.lock().insert(CapNode::root(KObject::Process(child), Rights::CONTROL | Rights::GRANT)).map_err(cap_error)
 }
 

@@ -1,7 +1,9 @@
 //! The I/O APIC: routes device interrupt lines (ISA IRQs, through the MADT's overrides) to a
 //! vector on one CPU. Lines start masked; a user driver's `irq_bind` unmasks its line, each
 //! interrupt masks it again until the driver's `irq_ack`, so a level-triggered device cannot
-//! storm the CPU before its driver ran.
+//! storm the CPU before its driver ran. An edge that arrives while the line is masked is lost
+//! (ISA lines are edge-triggered): a driver looks at its device after each `irq_ack` rather
+//! than relying on one interrupt per event (the console checks the UART's status register).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::{Mutex, Once};
