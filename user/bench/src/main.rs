@@ -318,10 +318,7 @@ mod program {
     fn ipc_server(ep: usize) {
         let mut reply = None;
         loop {
-            let r = match reply.take() {
-                Some(m) => rt::ipc::reply_recv(ep as u64, m, None),
-                None => rt::ipc::recv(ep as u64, None),
-            };
+            let r = rt::ipc::serve(ep as u64, reply.take(), None);
             match r {
                 Ok((_, m)) => reply = Some([m[0] + 1, 0, 0, 0]),
                 Err(_) => return,

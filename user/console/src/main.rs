@@ -154,10 +154,7 @@ mod program {
         let mut reply: Option<ipc::Msg> = None;
         loop {
             let mut t = ipc::transfer(&[], None, &mut line[..ipc::MAX_BUFFER]);
-            let received = match reply.take() {
-                Some(r) => ipc::reply_recv(ep, r, Some(&mut t)),
-                None => ipc::recv(ep, Some(&mut t)),
-            };
+            let received = ipc::serve(ep, reply.take(), Some(&mut t));
             let Ok((_badge, m)) = received else { continue };
             reply = Some(match m[0] {
                 console::WRITE => {

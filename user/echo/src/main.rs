@@ -44,10 +44,7 @@ mod program {
         let mut reply: Option<ipc::Msg> = None;
         loop {
             let mut t = ipc::transfer(&out[..out_len], None, &mut buf);
-            let received = match reply.take() {
-                Some(r) => ipc::reply_recv(ep, r, Some(&mut t)),
-                None => ipc::recv(ep, Some(&mut t)),
-            };
+            let received = ipc::serve(ep, reply.take(), Some(&mut t));
             out_len = 0;
             let Ok((_badge, m)) = received else { continue };
             served += 1;

@@ -50,10 +50,7 @@ mod program {
                 None => (None, 0),
             };
             let mut t = ipc::transfer(&[], (cap != 0).then_some((cap, Rights::SEND | Rights::GRANT)), &mut buf);
-            let received = match previous {
-                Some(r) => ipc::reply_recv(ep, r, Some(&mut t)),
-                None => ipc::recv(ep, Some(&mut t)),
-            };
+            let received = ipc::serve(ep, previous, Some(&mut t));
             let Ok((_badge, m)) = received else { continue };
             let name = &buf[..(t.recv_len as usize).min(MAX_NAME)];
             let status = |e: Error| ([e.to_raw(), 0, 0, 0], 0);

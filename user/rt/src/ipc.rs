@@ -124,6 +124,15 @@ pub fn reply_recv(ep: u64, m: Msg, xfer: Option<&mut Transfer>) -> Result<(u64, 
     Error::result(rax).map(|badge| (badge, m))
 }
 
+/// The server loop's step: answer the previous request (if there was one) and wait for the
+/// next on `ep`.
+pub fn serve(ep: u64, reply: Option<Msg>, xfer: Option<&mut Transfer>) -> Result<(u64, Msg), Error> {
+    match reply {
+        Some(r) => reply_recv(ep, r, xfer),
+        None => recv(ep, xfer),
+    }
+}
+
 pub fn notify_signal(n: u64, bits: u64) -> Result<(), Error> {
     simple(nr::NOTIFY_SIGNAL, [n, bits, 0]).map(drop)
 }

@@ -37,10 +37,7 @@ fn server(cpu: usize) {
     let mut reply: Option<ipc::Msg> = None;
     loop {
         let mut t = ipc::transfer(&out[..out_len], None, &mut buf);
-        let received = match reply.take() {
-            Some(r) => ipc::reply_recv(ep, r, Some(&mut t)),
-            None => ipc::recv(ep, Some(&mut t)),
-        };
+        let received = ipc::serve(ep, reply.take(), Some(&mut t));
         let (badge, m) = match received {
             Ok(x) => x,
             Err(e) => return fail(format_args!("server {cpu}: receive: {e:?}")),
