@@ -127,6 +127,11 @@ pub mod syscall {
     /// `ipc_stats(out: *mut [u64; 4])`: fastpath deliveries, slowpath deliveries, of those
     /// cross-CPU, and messages delivered, over all CPUs.
     pub const IPC_STATS: u64 = 53;
+    /// `thread_cap(tid) -> handle`: a capability (CONTROL, GRANT) to a thread of the caller's
+    /// own process.
+    pub const THREAD_CAP: u64 = 54;
+    /// `thread_wait(t)`: blocks until the thread a thread capability names has ended.
+    pub const THREAD_WAIT: u64 = 55;
 
     // ---- Benchmark calls (40..=49): the `bench` program's view of the entry paths. They are
     // answered before the dispatcher looks up the calling thread (see kernel/src/syscall/bench.rs).
@@ -323,6 +328,8 @@ pub mod cap {
         Modules = 6,
         /// The kernel log (the console's).
         KernelLog = 7,
+        /// A thread.
+        Thread = 8,
     }
 }
 

@@ -49,6 +49,7 @@ mod kernel_side {
         Irq(u8),
         Modules,
         KernelLog,
+        Thread(Arc<Thread>),
     }
 
     impl KObject {
@@ -61,6 +62,7 @@ mod kernel_side {
                 Self::Irq(_) => Kind::Irq,
                 Self::Modules => Kind::Modules,
                 Self::KernelLog => Kind::KernelLog,
+                Self::Thread(_) => Kind::Thread,
             }
         }
     }
@@ -131,6 +133,32 @@ mod kernel_side {
         inbox: Mutex<Option<Result<Message, Error>>>,
         /// The call this thread received last and has not answered.
         pub caller: Mutex<Option<Arc<ReplyCap>>>,
+        /// Threads blocked in `thread_wait` on this one.
+        exit_waiters: Mutex<Vec<Arc<Thread>>>,
+    }
+
+    /// Blocks `me` until `t` has ended (its state is Dead, set before `thread_exiting`).
+    pub fn wait_thread_exit(me: &Arc<Thread>, t: &Arc<Thread>) -> Result<(), Error> {
+        if Arc::ptr_eq(me, t) {
+            return Err(Error::InvalidArgument);
+        }
+        loop {
+            {
+                let mut w = t.ipc.exit_waiters.lock();
+                if t.state() == sched::State::Dead {
+                    sched::mark_running(me);
+                    return Ok(());
+                }
+                if !sched::block_unless_killed(me) {
+                    w.retain(|x| !Arc::ptr_eq(x, me));
+                    return Err(Error::PeerDied);
+                }
+                if !w.iter().any(|x| Arc::ptr_eq(x, me)) {
+                    w.push(me.clone());
+                }
+            }
+            sched::schedule();
+        }
     }
 
     /// Puts `result` in `t`'s inbox and wakes it.
@@ -217,10 +245,14 @@ mod kernel_side {
         }
     }
 
-    /// A thread is exiting: its unanswered call, if any, fails with `PeerDied`.
+    /// A thread is exiting (already marked Dead): its unanswered call, if any, fails with
+    /// `PeerDied`, and `thread_wait`ers are woken.
     pub fn thread_exiting(t: &Arc<Thread>) {
         let caller = t.ipc.caller.lock().take();
         drop(caller);
+        for w in core::mem::take(&mut *t.ipc.exit_waiters.lock()) {
+            sched::wake(&w);
+        }
         let pending = t.ipc.inbox.lock().take();
         drop(pending);
     }

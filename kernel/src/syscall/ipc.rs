@@ -237,6 +237,14 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             Ok(_) => Err(Error::BadHandle),
             Err(e) => Err(e),
         },
+        nr::THREAD_CAP => match p.threads().into_iter().find(|t| t.tid == a[0] && t.state() != crate::sched::State::Dead) {
+            Some(t) => p.caps.lock().insert(CapNode::root(KObject::Thread(t), Rights::CONTROL | Rights::GRANT)).map_err(cap_error),
+            None => Err(Error::NotFound),
+        },
+        nr::THREAD_WAIT => cap(p, a[0], Rights::CONTROL).and_then(|c| match &c.object {
+            KObject::Thread(t) => ipc::wait_thread_exit(me, t).map(|_| 0),
+            _ => Err(Error::BadHandle),
+        }),
         nr::IPC_STATS => {
             let s = &ipc::STATS;
             let v = [&s.fastpath, &s.slowpath, &s.cross_cpu, &s.messages].map(|c| c.load(Ordering::Relaxed));

@@ -198,6 +198,16 @@ pub fn servers_ready(modules: u64) -> Result<(), Error> {
     simple(nr::SERVERS_READY, [modules, 0, 0]).map(drop)
 }
 
+/// A capability (CONTROL, GRANT) to thread `tid` of this process.
+pub fn thread_cap(tid: u64) -> Result<u64, Error> {
+    simple(nr::THREAD_CAP, [tid, 0, 0])
+}
+
+/// Blocks until the thread `t` names has ended.
+pub fn thread_wait(t: u64) -> Result<(), Error> {
+    simple(nr::THREAD_WAIT, [t, 0, 0]).map(drop)
+}
+
 /// IPC counters over all CPUs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IpcStats {

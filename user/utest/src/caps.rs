@@ -82,12 +82,24 @@ pub fn run() -> i32 {
     let mut t = ipc::transfer(&[], Some((no_grant, Rights::SEND)), &mut []);
     check(&mut f, "grant without the GRANT right", ipc::send(ep, [1, 0, 0, 0], Some(&mut t)), Err(Error::NoRights));
     let grantable = ipc::cap_derive(ep, Rights::SEND | Rights::GRANT, 0).unwrap_or(0);
-    if rt::thread::spawn(receiver, 0, None).is_err() {
+    let Ok(tid) = rt::thread::spawn(receiver, 0, None) else {
         println!("utest caps: cannot start the receiver thread");
         return f + 1;
-    }
+    };
+    // A thread capability: its kind, and waiting on it for the thread's end.
+    let thread = ipc::thread_cap(tid).unwrap_or(0);
+    check(
+        &mut f,
+        "a thread capability names a thread",
+        if ipc::cap_info(thread).map(|i| i.0) == Ok(Kind::Thread as u32) { Ok(()) } else { Err(Error::InvalidArgument) },
+        Ok(()),
+    );
+    check(&mut f, "a thread capability for a thread of no one here", ipc::thread_cap(u64::MAX - 1), Err(Error::NotFound));
+    check(&mut f, "thread_wait on an endpoint", ipc::thread_wait(ep), Err(Error::BadHandle));
     let mut t = ipc::transfer(&[], Some((grantable, Rights::SEND)), &mut []);
     check(&mut f, "grant with the GRANT right", ipc::send(ep, [1, 0, 0, 0], Some(&mut t)), Ok(()));
+    check(&mut f, "thread_wait until the receiver has ended", ipc::thread_wait(thread), Ok(()));
+    check(&mut f, "thread_cap of a thread that has ended", ipc::thread_cap(tid), Err(Error::NotFound));
     let _ = sys::wait_threads();
     let passed = RECEIVED_CAP.load(Ordering::Acquire);
     check(
