@@ -126,12 +126,20 @@ pub const FRED_SCENARIOS: &[&str] = &[
     "nmi_backtrace",
     // The comparison's bench program: every event it times must really happen on both backends.
     "bench",
+    // IPC and the servers (context switches set FRED's RSP0; the console's IRQ on Bochs).
+    "ipc",
+    "caps",
+    "servers",
+    "server_crash",
 ];
-/// FRED-only scenarios (FRED on), with their CPU counts: `nesting` shows the stack levels at
-/// work, a #DB inside the NMI handler running on the NMI's level-2 stack (its IST twin is
-/// `ist_nesting`). With more than one CPU it runs as `nesting_watch`, without the instruction
-/// breakpoint (see BOCHS_SCENARIOS: the re-raised #DB would fill the level-2 stack).
-pub const FRED_ONLY_SCENARIOS: &[(&str, u32)] = &[("nesting", 1), ("nesting_watch", 4)];
+/// Scenarios run with FRED on and off at one CPU count each: `nesting` shows FRED's stack levels
+/// at work, a #DB inside the NMI handler running on the NMI's level-2 stack (with FRED off it
+/// runs `ist_nesting`). With more than one CPU it runs as `nesting_watch`, without the
+/// instruction breakpoint (see BOCHS_SCENARIOS: this Bochs re-raises the #DB forever).
+pub const FRED_PAIRED_SCENARIOS: &[(&str, u32)] = &[("nesting", 1), ("nesting_watch", 4)];
+/// IST-only mechanisms on the FRED model with FRED off (there is no SYSCALL gap under FRED):
+/// `syscall_gap` at 1 CPU, its watchpoint form at 4.
+pub const FRED_OFF_SCENARIOS: &[(&str, u32)] = &[("syscall_gap", 1), ("syscall_gap_watch", 4)];
 /// CPU counts of the FRED on/off matrix.
 pub const FRED_SMP: &[u32] = &[1, 4];
 /// CPU counts of the QEMU TCG matrix.
@@ -293,11 +301,20 @@ pub fn matrix() -> Vec<Case> {
         cases.push(Case { bochs_debugger: true, ..Case::new(Emulator::Bochs, 2, scenario) });
     }
     // The same CPU model with FRED on and off: both backends on identical (emulated) hardware.
-    for &(scenario, smp) in FRED_ONLY_SCENARIOS {
+    for &(scenario, smp) in FRED_PAIRED_SCENARIOS {
+        for fred in [true, false] {
+            cases.push(Case {
+                cpu_model: BOCHS_FRED_MODEL,
+                fred,
+                expected_entry: Some(if fred { Backend::Fred } else { Backend::Ist }),
+                ..Case::new(Emulator::Bochs, smp, scenario)
+            });
+        }
+    }
+    for &(scenario, smp) in FRED_OFF_SCENARIOS {
         cases.push(Case {
             cpu_model: BOCHS_FRED_MODEL,
-            fred: true,
-            expected_entry: Some(Backend::Fred),
+            expected_entry: Some(Backend::Ist),
             ..Case::new(Emulator::Bochs, smp, scenario)
         });
     }
@@ -360,8 +377,11 @@ mod tests {
             .into_iter()
             .filter(|c| c.cpu_model == BOCHS_FRED_MODEL)
             .collect();
-        assert_eq!(fred_cases.len(), FRED_SCENARIOS.len() * 2 * FRED_SMP.len() + FRED_ONLY_SCENARIOS.len());
-        for case in fred_cases.iter().filter(|c| !FRED_ONLY_SCENARIOS.iter().any(|&(s, _)| s == c.scenario)) {
+        assert_eq!(
+            fred_cases.len(),
+            FRED_SCENARIOS.len() * 2 * FRED_SMP.len() + FRED_PAIRED_SCENARIOS.len() * 2 + FRED_OFF_SCENARIOS.len()
+        );
+        for case in fred_cases.iter().filter(|c| !FRED_OFF_SCENARIOS.iter().any(|&(s, _)| s == c.scenario)) {
             assert_eq!(case.requirements(), vec![Requirement::FredBochs]);
             let want = if case.fred { Backend::Fred } else { Backend::Ist };
             assert_eq!(case.expected_entry, Some(want));
