@@ -267,7 +267,8 @@ impl fmt::Display for Case {
 
 /// The boot matrix, in the order results are reported.
 ///
-/// - every scenario on QEMU TCG at 1, 2, 4 and 8 CPUs (the bridge path);
+/// - every scenario on QEMU TCG at 1, 2, 4 and 8 CPUs (the bridge path), and `boot` with
+///   `entry=fred` at 2 (TCG has no FRED: the kernel must say so and use IST);
 /// - `boot` on KVM at 4 CPUs, skipped unless it works (it is the probe that decides whether
 ///   KVM is usable; further KVM cases would wait for it). Only `boot`: on these nested hosts one
 ///   KVM boot of the bridge ISO takes 100 to 180 s of wall time (GRUB alone 50 s and more, all
@@ -286,6 +287,8 @@ pub fn matrix() -> Vec<Case> {
             cases.push(Case::new(Emulator::Qemu(Accel::Tcg), smp, scenario));
         }
     }
+    // `entry=fred` where there is no FRED: the error, then IST.
+    cases.push(Case { extra_cmdline: "entry=fred", ..Case::new(Emulator::Qemu(Accel::Tcg), 2, "boot") });
     cases.push(Case::new(Emulator::Qemu(Accel::Kvm), 4, "boot"));
     cases.push(Case {
         boot_path: BootPath::Limine,

@@ -51,6 +51,8 @@ pub struct Expectation {
     /// `SEQ <stream> <n> ...` lines (console output of the echo clients) must come whole and
     /// in increasing order per stream, from this many streams; 0: not checked.
     pub seq_streams: u32,
+    /// A line the log must contain (e.g. the error that explains a fallback); `None`: none.
+    pub must_log: Option<String>,
 }
 
 /// The servers init starts, as READY lists them.
@@ -58,7 +60,12 @@ pub const SERVERS: &[&str] = &["init", "console", "name", "echo"];
 
 impl Expectation {
     pub fn for_case(case: &Case) -> Expectation {
-        Expectation::new(case.scenario, case.smp, case.expected_entry, case.emulator)
+        let mut e = Expectation::new(case.scenario, case.smp, case.expected_entry, case.emulator);
+        // Asking for FRED where the CPU has none must say so, and boot with IST.
+        if case.extra_cmdline.split_whitespace().any(|w| w == "entry=fred") && case.expected_entry == Some(Backend::Ist) {
+            e.must_log = Some("entry=fred asked for, but this CPU has no FRED".to_string());
+        }
+        e
     }
 
     pub fn new(
@@ -81,6 +88,7 @@ impl Expectation {
                 _ => Vec::new(),
             },
             seq_streams: if scenario == "servers" { smp } else { 0 },
+            must_log: None,
         }
     }
 }
@@ -242,6 +250,11 @@ pub fn judge(expect: &Expectation, log: &str, outcome: Outcome) -> Verdict {
         Some(None) | None => {}
     }
 
+    if let Some(want) = &expect.must_log {
+        if !lines.iter().any(|l| l.contains(want.as_str())) {
+            return fail(format!("no line containing `{want}`"));
+        }
+    }
     if expect.seq_streams > 0 {
         if let Err(why) = check_sequences(&lines, expect.seq_streams) {
             return fail(why);
@@ -349,6 +362,17 @@ mod tests {
         assert!(check_sequences(&reordered, 1).unwrap_err().contains("out of order"));
         let garbled = ["client: SEQ client-0 5 on c[cpu 1] INFO x", "pu 0"];
         assert!(check_sequences(&garbled, 1).unwrap_err().contains("garbled"));
+    }
+
+    #[test]
+    fn entry_fred_without_fred_must_log_the_fallback() {
+        let case = crate::matrix::matrix().into_iter().find(|c| c.extra_cmdline == "entry=fred").unwrap();
+        let expect = Expectation::for_case(&case);
+        let pass = Outcome::Exited(Some(QEMU_PASS_STATUS));
+        let quiet = "READY cpus=2/2 entry=ist servers=\nTEST boot: PASS\n";
+        assert!(matches!(judge(&expect, quiet, pass), Verdict::Fail(r) if r.contains("entry=fred asked for")));
+        let told = format!("[cpu 0] ERROR dispatch: entry=fred asked for, but this CPU has no FRED (..): using ist\n{quiet}");
+        assert_eq!(judge(&expect, &told, pass), Verdict::Pass);
     }
 
     #[test]
