@@ -136,7 +136,7 @@ fn keep_reply(me: &Arc<Thread>, mut msg: Message) -> Message {
 }
 
 /// The reply capability of the last call `me` received, if its caller is still there.
-fn take_caller(me: &Arc<Thread>) -> Result<Arc<ReplyCap>, Error> {
+fn take_caller(me: &Arc<Thread>) -> Result<ReplyCap, Error> {
     let caller = me.ipc.caller.lock().take().ok_or(Error::NoCaller)?;
     if caller.caller_gone() {
         return Err(Error::PeerDied);

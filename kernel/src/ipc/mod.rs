@@ -79,7 +79,7 @@ mod kernel_side {
         pub data: Vec<u8>,
         pub cap: Option<Cap>,
         /// For a call: where the receiver's reply goes.
-        pub reply: Option<Arc<ReplyCap>>,
+        pub reply: Option<ReplyCap>,
     }
 
     /// The one-shot right to answer a call. If it is dropped unused (the server died, or took
@@ -90,8 +90,10 @@ mod kernel_side {
     }
 
     impl ReplyCap {
-        pub fn new(caller: Arc<Thread>) -> Arc<Self> {
-            Arc::new(Self { caller, used: AtomicBool::new(false) })
+        /// Owned by exactly one place at a time (the message, then the server thread), so it
+        /// needs no allocation of its own.
+        pub fn new(caller: Arc<Thread>) -> Self {
+            Self { caller, used: AtomicBool::new(false) }
         }
 
         /// Delivers the reply; false if it was already used.
@@ -132,7 +134,7 @@ mod kernel_side {
     pub struct ThreadIpc {
         inbox: Mutex<Option<Result<Message, Error>>>,
         /// The call this thread received last and has not answered.
-        pub caller: Mutex<Option<Arc<ReplyCap>>>,
+        pub caller: Mutex<Option<ReplyCap>>,
         /// Threads blocked in `thread_wait` on this one.
         exit_waiters: Mutex<Vec<Arc<Thread>>>,
     }
