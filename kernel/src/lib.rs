@@ -19,9 +19,11 @@ pub mod arch;
 pub mod boot;
 #[cfg(target_os = "none")]
 pub mod klog;
-#[cfg(target_os = "none")]
-pub mod scenario;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", feature = "testing"))]
 pub mod harness;
+#[cfg(all(target_os = "none", feature = "testing"))]
+pub mod scenario;
+#[cfg(all(target_os = "none", feature = "testing"))]
+pub mod testing;
 #[cfg(target_os = "none")]
 pub mod syscall;

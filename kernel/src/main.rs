@@ -15,9 +15,10 @@ mod bsp {
     use kernel::arch::x86_64::{acpi, apic, cea, cpu, entry, paging, run_on_stack, smp};
     use kernel::boot::{self, BootInfo};
     use kernel::cmdline::Cmdline;
+    #[cfg(feature = "testing")]
     use kernel::harness::{self, Verdict};
     use kernel::mm::{heap, phys};
-    use kernel::{klog, println, scenario};
+    use kernel::{klog, println};
 
     struct Boot {
         test: Option<&'static str>,
@@ -41,9 +42,16 @@ mod bsp {
         );
         let cmd = Cmdline::parse(info.cmdline, |w| log::warn!("ignoring unknown command-line word {w:?}"))
             .unwrap_or_else(|e| panic!("bad kernel command line: {e:?}"));
+        #[cfg(feature = "testing")]
         if let Some(name) = cmd.test {
             harness::set_scenario(name);
         }
+        #[cfg(not(feature = "testing"))]
+        if let Some(name) = cmd.test {
+            log::error!("test={name} ignored: this kernel is built without scenarios (cargo feature `testing`)");
+        }
+        #[cfg(not(feature = "testing"))]
+        let cmd = Cmdline { test: None, ..cmd };
 
         let features = cpu::Features::read();
         log::info!("cpu features: {}", features.report());
@@ -107,10 +115,11 @@ mod bsp {
             boot.cpus_found,
             entry::backend().name()
         );
-        match boot.test {
-            Some(name) => scenario::run(name),
-            None => smp::idle(),
+        #[cfg(feature = "testing")]
+        if let Some(name) = boot.test {
+            kernel::scenario::run(name)
         }
+        smp::idle()
     }
 
     /// Starts the root task, the `init` boot module, with its command line from limine.cfg
@@ -148,6 +157,7 @@ mod bsp {
             smp::backtrace_others(50_000_000);
             smp::nmi_others(smp::NMI_STOP);
         }
+        #[cfg(feature = "testing")]
         if harness::scenario().is_some() {
             harness::finish(Verdict::Fail(format_args!("kernel panic: {}", info.message())));
         }

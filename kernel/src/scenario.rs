@@ -327,8 +327,8 @@ enum DebugSources {
 /// before it), and a write watchpoint on the stack slot each of the 17 pushes writes (a trap
 /// after the push, before the next instruction).
 fn ist_nesting(sources: DebugSources) -> ! {
-    use crate::arch::x86_64::entry::aist;
-    use crate::arch::x86_64::entry::atomic_ist::{self, Event, FRAME_BYTES};
+    use crate::arch::x86_64::entry::ist::aist;
+    use crate::arch::x86_64::entry::ist::atomic_ist::{self, Event, FRAME_BYTES};
     use crate::arch::x86_64::entry::frame::TrapFrame;
     let me = percpu::this();
     let layout = aist::layout(me.cpu_index);

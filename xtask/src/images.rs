@@ -40,13 +40,34 @@ fn profile_dir(release: bool) -> PathBuf {
         .join(if release { "release" } else { "debug" })
 }
 
-fn cargo_build(release: bool, selection: &[&str], bins: &[&str]) -> Result<()> {
+/// Which kernel: a production one, or one with the test scenarios, their verdicts and the
+/// benchmark calls compiled in (the kernel's cargo feature `testing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    Production,
+    Testing,
+}
+
+impl Flavor {
+    /// Testing when the kernel command line asks for a scenario (`test=NAME`).
+    pub fn for_cmdline(cmdline: &str) -> Flavor {
+        match crate::run::scenario_in(cmdline) {
+            Some(_) => Flavor::Testing,
+            None => Flavor::Production,
+        }
+    }
+}
+
+fn cargo_build(release: bool, selection: &[&str], bins: &[&str], features: &[&str]) -> Result<()> {
     let mut command = cargo();
     command.arg("build").args(["--target", TARGET]);
     if release {
         command.arg("--release");
     }
     command.args(selection);
+    for feature in features {
+        command.args(["--features", feature]);
+    }
     for bin in bins {
         command.args(["--bin", bin]);
     }
@@ -54,15 +75,30 @@ fn cargo_build(release: bool, selection: &[&str], bins: &[&str]) -> Result<()> {
 }
 
 /// Builds the kernel, the modules the manifest names and (for the bridge path) the bridge.
-pub fn build(manifest: &Manifest, release: bool, with_bridge: bool) -> Result<Images> {
+pub fn build(manifest: &Manifest, release: bool, with_bridge: bool, flavor: Flavor) -> Result<Images> {
     crate::tools::ensure_rust_target()?;
     let mut names: Vec<String> = Vec::new();
-    step("building kernel...");
-    cargo_build(release, &["-p", "kernel"], &[KERNEL_BIN])?;
+    let kernel = match flavor {
+        Flavor::Production => {
+            step("building kernel...");
+            cargo_build(release, &["-p", "kernel"], &[KERNEL_BIN], &[])?;
+            "kernel.production"
+        }
+        Flavor::Testing => {
+            step("building kernel (with test scenarios)...");
+            cargo_build(release, &["-p", "kernel"], &[KERNEL_BIN], &["testing"])?;
+            "kernel.testing"
+        }
+    };
+    // Both flavors build to the same path: keep each one's bytes apart, so a build of the
+    // other flavor cannot change an ISO being made from this one.
+    let kernel_copy = profile_dir(release).join(kernel);
+    std::fs::copy(profile_dir(release).join(KERNEL_BIN), &kernel_copy)
+        .map_err(|e| format!("cannot copy the kernel to {}: {e}", kernel_copy.display()))?;
     names.push(KERNEL_BIN.into());
     if with_bridge {
         step("building bridge...");
-        cargo_build(release, &["-p", "bridge"], &[BRIDGE_BIN])?;
+        cargo_build(release, &["-p", "bridge"], &[BRIDGE_BIN], &[])?;
         names.push(BRIDGE_BIN.into());
     }
     let modules: Vec<&str> = manifest
@@ -85,12 +121,13 @@ pub fn build(manifest: &Manifest, release: bool, with_bridge: bool) -> Result<Im
                 "boot-tests",
             ],
             &modules,
+            &[],
         )?;
         names.extend(modules.iter().map(|m| m.to_string()));
     }
     let mut images = Images::default();
     for name in names {
-        let path = profile_dir(release).join(&name);
+        let path = profile_dir(release).join(if name == KERNEL_BIN { kernel } else { &name });
         let bytes = std::fs::read(&path).map_err(|e| {
             format!(
                 "cargo built {name} but {} is unreadable: {e}",

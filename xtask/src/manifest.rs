@@ -296,6 +296,11 @@ pub fn parse(text: &str) -> Result<Manifest, ParseError> {
 }
 
 impl Manifest {
+    /// Whether any entry's kernel command line runs a scenario (`test=NAME`).
+    pub fn runs_scenario(&self) -> bool {
+        self.entries.iter().any(|e| crate::run::scenario_in(&e.cmdline).is_some())
+    }
+
     /// Appends `extra` to the kernel command line of every entry.
     pub fn append_cmdline(&mut self, extra: &str) {
         let extra = extra.trim();

@@ -3,7 +3,7 @@
 use crate::bochs::{self, Bochs};
 use crate::cli::{EmulatorChoice, Options};
 use crate::emulator::{self, BootLimits, Machine};
-use crate::images::{self, Images};
+use crate::images::{self, Flavor, Images};
 use crate::iso::{self, Loader};
 use crate::manifest::{self, Manifest};
 use crate::tools::{self, Tool};
@@ -44,14 +44,14 @@ pub fn iso_tools(loader: &Loader) -> Vec<Tool> {
 
 pub fn build(opts: &Options) -> Result<Images> {
     let manifest = load_manifest()?;
-    images::build(&manifest, opts.release, true)
+    images::build(&manifest, opts.release, true, Flavor::for_cmdline(&opts.extra_cmdline()))
 }
 
 /// Builds what `opts` asks for and returns the ISO and the manifest it boots.
 pub fn make_iso(opts: &Options, loader: &Loader) -> Result<(PathBuf, Manifest)> {
     let mut manifest = load_manifest()?;
     manifest.append_cmdline(&opts.extra_cmdline());
-    let images = images::build(&manifest, opts.release, *loader == Loader::Bridge)?;
+    let images = images::build(&manifest, opts.release, *loader == Loader::Bridge, if manifest.runs_scenario() { Flavor::Testing } else { Flavor::Production })?;
     let iso = iso::build(&manifest, &images, loader)?;
     Ok((iso, manifest))
 }

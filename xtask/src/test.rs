@@ -481,7 +481,7 @@ fn boot_matrix(opts: &Options, tally: &mut Tally) -> Result<()> {
     let offers = survey(opts, &cases);
 
     let base = load_manifest()?;
-    let images: Images = match images::build(&base, opts.release, true) {
+    let images: Images = match images::build(&base, opts.release, true, images::Flavor::Testing) {
         Ok(images) => images,
         Err(why) => {
             Report::Fail {

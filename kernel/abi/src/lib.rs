@@ -172,6 +172,42 @@ pub mod syscall {
 /// exited explicitly): this minus the exception vector (#PF: -270).
 pub const FAULT_EXIT_BASE: i64 = -256;
 
+/// How a thread ended, as `thread_wait` reports it (a non-negative RAX, so it never reads as
+/// an error).
+pub mod thread_exit {
+    /// The thread exited: `thread_exit`, or a return from its entry function.
+    pub const EXITED: u64 = 0;
+    /// Bit set when an exception killed the thread; bits 39:32 hold the vector, 31:0 the
+    /// error code (for a ring-3 `int n` refused by the kernel: #GP with `n * 8 + 2`).
+    pub const KILLED: u64 = 1 << 48;
+    /// The thread ended because its process did (`process_exit` or a kill).
+    pub const PROCESS_ENDED: u64 = 1 << 49;
+
+    pub const fn killed(vector: u8, error_code: u64) -> u64 {
+        KILLED | (vector as u64) << 32 | (error_code & 0xffff_ffff)
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum ThreadExit {
+        Exited,
+        Killed { vector: u8, error_code: u32 },
+        ProcessEnded,
+        Unknown(u64),
+    }
+
+    pub const fn decode(raw: u64) -> ThreadExit {
+        if raw == EXITED {
+            ThreadExit::Exited
+        } else if raw & !0xff_ffff_ffff == KILLED {
+            ThreadExit::Killed { vector: (raw >> 32) as u8, error_code: raw as u32 }
+        } else if raw == PROCESS_ENDED {
+            ThreadExit::ProcessEnded
+        } else {
+            ThreadExit::Unknown(raw)
+        }
+    }
+}
+
 /// Why a system call failed; returned negated in RAX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]

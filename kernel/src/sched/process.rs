@@ -38,6 +38,7 @@ pub struct Process {
     pub faults: AtomicUsize,
     fault_vectors: AtomicU64,
     /// Benchmark opt-ins (resumable INT3 and page faults) and their counts.
+    #[cfg(feature = "testing")]
     pub bench: crate::syscall::bench::BenchState,
     /// The capabilities this process holds.
     pub caps: Mutex<crate::ipc::CapTable>,
@@ -129,6 +130,7 @@ impl Process {
             ran_on: CpuSet::new(),
             faults: AtomicUsize::new(0),
             fault_vectors: AtomicU64::new(0),
+            #[cfg(feature = "testing")]
             bench: Default::default(),
             caps: Mutex::new(crate::ipc::CapTable::new()),
             owned_endpoints: Mutex::new(Vec::new()),

@@ -37,6 +37,8 @@ pub struct Thread {
     user_segments: UnsafeCell<UserSegments>,
     /// Inbox and pending reply of synchronous IPC.
     pub ipc: crate::ipc::ThreadIpc,
+    /// How the thread ended (`abi::thread_exit`), for `thread_wait`.
+    exit_status: core::sync::atomic::AtomicU64,
 }
 
 // SAFETY: `saved_rsp` and `user_segments` are only touched by the context switch on the
@@ -56,6 +58,13 @@ impl Thread {
     }
     fn set_state(&self, s: State) {
         self.state.store(s as u8, Ordering::Release);
+    }
+    /// Records why the thread ends (before it does).
+    pub fn set_exit_status(&self, status: u64) {
+        self.exit_status.store(status, Ordering::Release);
+    }
+    pub fn exit_status(&self) -> u64 {
+        self.exit_status.load(Ordering::Acquire)
     }
     pub fn kernel_stack(&self) -> KernelStack {
         self.kstack
@@ -159,6 +168,7 @@ fn new_thread(process: Option<Arc<Process>>, cpu: Option<usize>, frame: Option<T
         state: AtomicU8::new(State::Ready as u8),
         user_segments: UnsafeCell::new(UserSegments::default()),
         ipc: Default::default(),
+        exit_status: core::sync::atomic::AtomicU64::new(abi::thread_exit::EXITED),
     }))
 }
 
@@ -499,6 +509,7 @@ pub fn exit_current() -> ! {
 pub fn before_user_return() {
     if let Some(cur) = current() {
         if cur.process.as_ref().is_some_and(|p| p.is_killed()) {
+            cur.set_exit_status(abi::thread_exit::PROCESS_ENDED);
             drop(cur);
             exit_current();
         }

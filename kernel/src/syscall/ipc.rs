@@ -242,7 +242,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             None => Err(Error::NotFound),
         },
         nr::THREAD_WAIT => cap(p, a[0], Rights::CONTROL).and_then(|c| match &c.object {
-            KObject::Thread(t) => ipc::wait_thread_exit(me, t).map(|_| 0),
+            KObject::Thread(t) => ipc::wait_thread_exit(me, t).map(|_| t.exit_status()),
             _ => Err(Error::BadHandle),
         }),
         nr::IPC_STATS => {

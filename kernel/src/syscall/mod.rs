@@ -2,6 +2,7 @@
 //! Nothing a user program passes can make the kernel panic: bad numbers, ranges and pointers
 //! come back as `abi::Error` values.
 
+#[cfg(feature = "testing")]
 pub mod bench;
 pub mod ipc;
 pub mod uaccess;
@@ -24,6 +25,7 @@ const MAX_MAP: u64 = 64 * 1024 * 1024;
 const USER_RFLAGS: u64 = 0x0000_0cd5 | 1 << 8 | 1 << 18 | 1 << 16 | 1 << 21;
 
 pub fn dispatch(frame: &mut TrapFrame) {
+    #[cfg(feature = "testing")]
     if (nr::BENCH_FIRST..=nr::BENCH_LAST).contains(&frame.rax) {
         return bench::dispatch(frame);
     }
@@ -64,6 +66,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         nr::MAP => map(&process, args[0]),
         nr::UNMAP => unmap(&process, args[0], args[1]),
         nr::PROCESS_EXIT => {
+            thread.set_exit_status(abi::thread_exit::PROCESS_ENDED);
             process.kill(args[0] as i64);
             drop((thread, process));
             sched::exit_current()

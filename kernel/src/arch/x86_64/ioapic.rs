@@ -12,9 +12,9 @@ use super::acpi::{IoApic, IsaOverride, Platform};
 use super::paging::{self, Mapping};
 
 /// ISA IRQ `n` arrives on vector `IRQ_BASE + n`.
-pub const IRQ_BASE: u8 = 0x30;
+pub const IRQ_BASE: u8 = super::entry::vector::ISA_IRQ_BASE;
 /// ISA IRQ lines a driver can bind.
-pub const ISA_IRQS: u8 = 16;
+pub const ISA_IRQS: u8 = super::entry::vector::ISA_IRQS;
 
 struct Chip {
     /// Register-select window (IOREGSEL at +0, IOWIN at +0x10), mapped uncached.

@@ -1,8 +1,4 @@
-//! The IDT/IST backend: an IDT whose 256 gates point at fixed-size stubs, one common entry
-//! that saves the general registers into a `TrapFrame`, and the IRET exit.
-//!
-//! NMI, #DB and #MC are delivered on their own IST stacks and #DF on its own; everything else
-//! stays on the current kernel stack (TSS.RSP0 when coming from ring 3).
+//! The IDT: 256 gates onto fixed-size stubs, the common entry, the decode and the IRET exit.
 
 use core::mem::offset_of;
 use spin::Once;
@@ -10,26 +6,16 @@ use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 use x86_64::VirtAddr;
 
-use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
-use x86_64::registers::rflags::RFlags;
-
-use super::frame::TrapFrame;
+use super::syscall::{self, EXIT_BY_SYSRET};
 use super::{aist, atomic_ist};
-use crate::arch::x86_64::paging::{self, Mapping};
-use crate::arch::x86_64::{cea, gdt, tss};
-
-/// Vectors for which the CPU pushes an error code (SDM Vol. 3A, Table 6-1): #DF, #TS, #NP,
-/// #SS, #GP, #PF, #AC, #CP, #VC, #SX.
-pub const ERROR_CODE_VECTORS: u32 =
-    1 << 8 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 13 | 1 << 14 | 1 << 17 | 1 << 21 | 1 << 29 | 1 << 30;
+use crate::arch::x86_64::entry::event::{self, vector, Event};
+use crate::arch::x86_64::entry::frame::TrapFrame;
+use crate::arch::x86_64::entry::handlers;
+use crate::arch::x86_64::{gdt, tss};
+pub use syscall::init_syscall;
 
 /// Every stub is exactly this long, so gate `v` points at `ist_vector_stubs + v * STUB_SIZE`.
 const STUB_SIZE: usize = 16;
-
-/// The `vector` slot value with which the syscall exit decision asks for SYSRET.
-pub const EXIT_BY_SYSRET: u64 = 0x5359_5352; // "SYSR": fits CMP's sign-extended imm32
-/// The `vector` slot value of a frame built by the SYSCALL trampoline.
-pub const SYSCALL_VECTOR: u64 = 0x100;
 
 // The stubs are emitted as raw bytes with fixed encodings (push imm8 0, push imm32 vector,
 // jmp rel32) so that each one is 12 or 10 bytes wherever the assembler would otherwise pick
@@ -90,7 +76,7 @@ core::arch::global_asm!(
     "    swapgs",
     "2:  add rsp, 16",
     // A #GP here (a non-canonical or otherwise bad user RIP) kills the thread: see
-    // `dispatch::bad_iret`.
+    // `decode` (Event::BadUserReturn).
     ".global ist_iret_instruction",
     "ist_iret_instruction:",
     "    iretq",
@@ -102,95 +88,23 @@ core::arch::global_asm!(
     "ist_sysret_instruction:",
     "    sysretq",
     "",
-    // The SYSCALL path, after the trampoline: RSP is the thread's kernel stack holding a
-    // frame like the CPU's (SS, RSP, RFLAGS=R11, CS, RIP=RCX), error code 0 and the vector
-    // SYSCALL_VECTOR. GS is still the user's.
-    "ist_syscall_common:",
-    "    swapgs",
-    "    lfence",
-    // RCX held the user RIP on SYSCALL (the trampoline used it for the jump here): save
-    // that value, as the CPU defined it.
-    "    mov rcx, [rsp + {rip_from_vector}]",
-    push_gprs!(),
-    "    mov rdi, rsp",
-    "    cld",
-    "    call {syscall}",
-    "    jmp ist_trap_return",
-    "",
     // A new user thread's first switch-in lands here, on a stack holding its TrapFrame.
     ".global ist_first_entry_to_user",
     "ist_first_entry_to_user:",
     "    call {first_run}",
     "    jmp ist_trap_return",
     ".popsection",
-    "",
-    // The SYSCALL trampoline (seed 000). One page, aliased into every CPU's entry area and
-    // executed only there, so RIP-relative operands reach *this CPU's* area: the entry
-    // stack's top word (scratch for the user RSP) and PerCpu.kernel_stack_top. No GS access
-    // before SWAPGS, no stack until RSP is the kernel's. Interrupts are off (SFMASK.IF).
-    ".pushsection .text.syscall_trampoline, \"ax\"",
-    ".balign 4096",
-    ".global ist_syscall_trampoline",
-    "ist_syscall_trampoline:",
-    // The displacements are constants computed in Rust from the entry-area layout and the
-    // fixed lengths of these instructions (`TRAMPOLINE_OPERANDS`); `init_syscall` decodes
-    // them back from the bytes and checks they reach the intended fields.
-    "    mov [rip + {disp_save_rsp}], rsp",
-    "    mov rsp, [rip + {disp_load_kstack}]",
-    "    push {user_ss}",
-    "    push qword ptr [rip + {disp_push_user_rsp}]",
-    "    push r11",
-    "    push {user_cs}",
-    "    push rcx",
-    "    push 0",
-    "    push {syscall_vector}",
-    "    movabs rcx, offset ist_syscall_common",
-    "    jmp rcx",
-    "ist_syscall_trampoline_end:",
-    ".balign 4096, 0xcc",
-    ".popsection",
-    errcode_vectors = const ERROR_CODE_VECTORS,
+    errcode_vectors = const vector::ERROR_CODE_EXCEPTIONS,
     stub_size = const STUB_SIZE,
     cs_from_vector = const offset_of!(TrapFrame, cs) - offset_of!(TrapFrame, vector),
     rsp_from_vector = const offset_of!(TrapFrame, rsp) - offset_of!(TrapFrame, vector),
     rip_from_vector = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
     exit_by_sysret = const EXIT_BY_SYSRET,
-    dispatch = sym super::dispatch::trap_dispatch,
-    syscall = sym super::dispatch::syscall_entry,
-    first_run = sym super::dispatch::first_run,
-    disp_save_rsp = const TRAMPOLINE_OPERANDS[0].disp(),
-    disp_load_kstack = const TRAMPOLINE_OPERANDS[1].disp(),
-    disp_push_user_rsp = const TRAMPOLINE_OPERANDS[2].disp(),
-    user_ss = const gdt::USER_SS.0 as u64,
-    user_cs = const gdt::USER_CS.0 as u64,
-    syscall_vector = const SYSCALL_VECTOR,
+    dispatch = sym idt_event,
+    first_run = sym handlers::first_run,
 );
 
-/// One RIP-relative operand of the trampoline: the instruction's end offset inside the
-/// trampoline, where its disp32 sits, and the entry-area offset it must reach.
-struct RipOperand {
-    insn_end: usize,
-    disp_at: usize,
-    target: usize,
-}
-
-impl RipOperand {
-    const fn disp(&self) -> i64 {
-        self.target as i64 - cea::offsets::TRAMPOLINE as i64 - self.insn_end as i64
-    }
-}
-
-/// `mov [rip+d], rsp` (48 89 25 d32, 7 bytes), `mov rsp, [rip+d]` (48 8b 25 d32, 7 bytes),
-/// `push imm8` (2 bytes), `push [rip+d]` (ff 35 d32, 6 bytes).
-const TRAMPOLINE_OPERANDS: [RipOperand; 3] = [
-    RipOperand { insn_end: 7, disp_at: 3, target: cea::offsets::ENTRY_STACK_SCRATCH },
-    RipOperand { insn_end: 14, disp_at: 10, target: cea::offsets::KERNEL_STACK_TOP },
-    RipOperand { insn_end: 22, disp_at: 18, target: cea::offsets::ENTRY_STACK_SCRATCH },
-];
-
 extern "C" {
-    static ist_syscall_trampoline: [u8; 4096];
-    static ist_syscall_trampoline_end: u8;
     fn ist_first_entry_to_user();
     static ist_iret_instruction: u8;
     static ist_sysret_instruction: u8;
@@ -213,28 +127,38 @@ pub fn iret_instruction() -> u64 {
     unsafe { &ist_iret_instruction as *const u8 as u64 }
 }
 
-/// Maps this CPU's alias of the SYSCALL trampoline into its entry area and points the SYSCALL
-/// MSRs at it (SDM Vol. 3A §5.8.8).
-pub fn init_syscall(cpu_index: usize) {
-    // SAFETY: only addresses of the trampoline symbols are taken.
-    let (tramp, tramp_end) = unsafe { (ist_syscall_trampoline.as_ptr() as u64, &ist_syscall_trampoline_end as *const u8 as u64) };
-    assert!(tramp % 4096 == 0 && tramp_end - tramp <= 4096, "the SYSCALL trampoline must fit one page");
-    // SAFETY: the trampoline is initialized code in the kernel image, readable.
-    let code = unsafe { &ist_syscall_trampoline };
-    for op in &TRAMPOLINE_OPERANDS {
-        let disp = i32::from_le_bytes(code[op.disp_at..op.disp_at + 4].try_into().unwrap()) as i64;
-        assert_eq!(disp, op.disp(), "SYSCALL trampoline encoding differs from TRAMPOLINE_OPERANDS");
+/// The Rust entry of every IDT stub, and of NMI, #DB and #MC from ring 3 once atomic-IST-entry
+/// has moved them to the thread's kernel stack: decode, let the shared handlers decide, and
+/// on the way back to ring 3 give the scheduler its turn.
+pub(in crate::arch::x86_64::entry) extern "C" fn idt_event(frame: &mut TrapFrame) {
+    crate::syscall::uaccess::clac_on_entry();
+    let event = decode(frame);
+    if frame.from_user() {
+        handlers::user_event(frame, event);
+        handlers::before_user_return();
+    } else {
+        handlers::kernel_event(frame, event);
     }
-    let alias = cea::syscall_trampoline_alias(cpu_index);
-    paging::map_alias(alias, paging::kernel_image_phys(tramp), 4096, Mapping::EntryText)
-        .expect("cannot map the SYSCALL trampoline alias");
-    LStar::write(VirtAddr::new(alias));
-    Star::write(gdt::USER_CS, gdt::USER_SS, gdt::KERNEL_CS, gdt::KERNEL_SS).expect("GDT layout does not fit SYSCALL/SYSRET");
-    // Cleared on SYSCALL: no interrupts until the kernel stack is in place, no single-step in
-    // the kernel, a clean direction flag, and AC clear so SMAP holds.
-    SFMask::write(RFlags::INTERRUPT_FLAG | RFlags::TRAP_FLAG | RFlags::DIRECTION_FLAG | RFlags::ALIGNMENT_CHECK | RFlags::NESTED_TASK);
-    // SAFETY: enabling SYSCALL/SYSRET after LSTAR/STAR/SFMASK point at valid entry code.
-    unsafe { Efer::update(|e| e.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
+}
+
+/// What arrived through gate `frame.vector`, with CR2 or DR6 where they apply.
+pub(in crate::arch::x86_64::entry) fn decode(frame: &TrapFrame) -> Event {
+    let v = frame.vector as u8;
+    let info = match v {
+        vector::PF => x86_64::registers::control::Cr2::read_raw(),
+        vector::DB => handlers::read_clear_dr6(),
+        _ => 0,
+    };
+    match event::decode_idt(v, frame.error_code, frame.from_user(), info) {
+        // The IRET back to user space runs after SWAPGS: a #GP there (a non-canonical RIP the
+        // thread asked to return to) is the thread's fault, not the kernel's.
+        Event::Exception { vector: vector::GP, error_code, .. } if !frame.from_user() && frame.rip == iret_instruction() => {
+            // SAFETY: RSP of the faulting context points at the IRET frame the kernel built on
+            // this thread's kernel stack, which starts with RIP.
+            Event::BadUserReturn { error_code, rip: unsafe { *(frame.rsp as *const u64) } }
+        }
+        e => e,
+    }
 }
 
 extern "C" {
@@ -279,12 +203,12 @@ struct Idt([Gate; 256]);
 static IDT: Once<Idt> = Once::new();
 
 /// The IST slot each vector is delivered on (0 = the current stack).
-fn ist_slot(vector: u8) -> u16 {
-    match vector {
-        2 => tss::IST_NMI,
-        1 => tss::IST_DB,
-        18 => tss::IST_MC,
-        8 => tss::IST_DF,
+fn ist_slot(v: u8) -> u16 {
+    match v {
+        vector::NMI => tss::IST_NMI,
+        vector::DB => tss::IST_DB,
+        vector::MC => tss::IST_MC,
+        vector::DF => tss::IST_DF,
         _ => 0,
     }
 }
@@ -298,7 +222,7 @@ pub fn load_idt() {
         for (v, gate) in gates.iter_mut().enumerate() {
             // #BP may be raised from ring 3 with INT3; every other gate is for ring 0 and
             // hardware only, so a user `int N` on it faults with #GP instead.
-            let dpl = if v == 3 { 3 } else { 0 };
+            let dpl = if vector::open_to_user(v as u8) { 3 } else { 0 };
             let handler = match atomic_ist::Event::ALL.into_iter().find(|e| e.vector() == v as u64) {
                 Some(e) => aist::entry_point(e),
                 None => stubs + (v * STUB_SIZE) as u64,

@@ -1,22 +1,13 @@
-//! The FRED backend (Intel FRED specification, document 346446; Linux
-//! `arch/x86/entry/entry_64_fred.S`, `arch/x86/kernel/fred.c`).
-//!
-//! Event delivery saves the whole context in a 64-byte frame on the stack of the event's
-//! stack level, swaps GS itself when coming from ring 3, and ERETU/ERETS return. So the entry
-//! code only pushes the general registers (plus the `vector` slot of our `TrapFrame`, right
-//! under FRED's error code: the FRED frame *is* the bottom of a `TrapFrame`) and calls Rust.
-//! No IST, no atomic-IST-entry, no SYSCALL trampoline, no SYSRET decision.
-//!
-//! Stack levels: #DB runs at level 1, NMI and #MC at level 2, #DF at level 3, each on its stack
-//! in the entry area; everything else at level 0 (the thread's kernel stack from ring 3, the
-//! current stack in ring 0). An event of a level not above the current one stays on the
-//! current stack: a #DB inside the NMI handler runs on the NMI's stack without a switch.
+//! FRED delivery: the entry page, its two entries, the MSRs, and the Rust entry points.
 
 use core::sync::atomic::Ordering;
 use x86_64::registers::control::Cr4;
 use x86_64::registers::model_specific::Msr;
 
-use super::frame::TrapFrame;
+use super::decode::{self, SavedSs};
+use crate::arch::x86_64::entry::event::{vector, Event};
+use crate::arch::x86_64::entry::frame::TrapFrame;
+use crate::arch::x86_64::entry::handlers;
 use crate::arch::x86_64::{cea, percpu};
 
 const IA32_FRED_RSP0: u32 = 0x1cc;
@@ -25,40 +16,59 @@ const IA32_FRED_STKLVLS: u32 = 0x1d0;
 const IA32_FRED_CONFIG: u32 = 0x1d4;
 const CR4_FRED: u64 = 1 << 32;
 
-/// Event types, the saved SS qword's bits 51:48.
-pub mod event_type {
-    pub const EXTERNAL_INTERRUPT: u64 = 0;
-    pub const NMI: u64 = 2;
-    pub const HARDWARE_EXCEPTION: u64 = 3;
-    pub const SOFTWARE_INTERRUPT: u64 = 4;
-    pub const PRIVILEGED_SOFTWARE_EXCEPTION: u64 = 5;
-    pub const SOFTWARE_EXCEPTION: u64 = 6;
-    pub const OTHER: u64 = 7;
-}
-/// Vector of an `OTHER` event that is SYSCALL.
-pub const OTHER_SYSCALL: u64 = 1;
-
 /// IA32_FRED_STKLVLS holds two bits per exception vector: its stack level.
-const fn stack_level(vector: u64, level: u64) -> u64 {
-    level << (2 * vector)
+const fn stack_level(v: u8, level: u64) -> u64 {
+    level << (2 * v as u64)
 }
 
 /// #DB at level 1, NMI and #MC at 2, #DF at 3; everything else 0.
-const STACK_LEVELS: u64 = stack_level(1, 1) | stack_level(2, 2) | stack_level(18, 2) | stack_level(8, 3);
-
-pub fn event_type_of(frame: &TrapFrame) -> u64 {
-    (frame.ss >> 48) & 0xf
-}
-
-pub fn vector_of(frame: &TrapFrame) -> u64 {
-    (frame.ss >> 32) & 0xff
-}
+pub const STACK_LEVELS: u64 =
+    stack_level(vector::DB, 1) | stack_level(vector::NMI, 2) | stack_level(vector::MC, 2) | stack_level(vector::DF, 3);
 
 /// The event data FRED saved right above the frame: CR2 for #PF, DR6-style bits for #DB.
-pub fn event_data(frame: &TrapFrame) -> u64 {
+fn event_data(frame: &TrapFrame) -> u64 {
     // SAFETY: under FRED every TrapFrame is the bottom of a FRED frame, whose next qword is the
     // event data.
     unsafe { *((frame as *const TrapFrame).add(1) as *const u64) }
+}
+
+/// What the CPU delivered, decoded by event type first.
+fn decode(frame: &TrapFrame) -> Event {
+    let event = decode::decode(SavedSs(frame.ss), frame.error_code, event_data(frame));
+    if matches!(event, Event::Exception { vector: vector::DB, .. } | Event::Int1) {
+        // FRED hands DR6 over in the event data; clear the register anyway so that nothing
+        // reading it later sees stale bits (SDM Vol. 3B §18.2.3: DR6 is never cleared by the CPU).
+        handlers::clear_dr6();
+    }
+    event
+}
+
+/// A FRED event from ring 3.
+extern "C" fn fred_user_event(frame: &mut TrapFrame) {
+    crate::syscall::uaccess::clac_on_entry();
+    let event = decode(frame);
+    handlers::user_event(frame, event);
+    // Only the NMI's (or #MC's) own ERETU unblocks NMIs under FRED: such a frame must be
+    // returned through, not abandoned by a thread switch or exit (the next tick reschedules).
+    if !matches!(event, Event::Nmi | Event::Exception { vector: vector::MC, .. }) {
+        handlers::before_user_return();
+    }
+}
+
+/// A FRED event from ring 0. NMI, #DB and #MC need no GS care here: under FRED the kernel never
+/// runs with the user's GS.
+extern "C" fn fred_kernel_event(frame: &mut TrapFrame) {
+    crate::syscall::uaccess::clac_on_entry();
+    let mut event = decode(frame);
+    if let Event::Exception { vector: vector::GP, error_code, .. } = event {
+        if frame.rip == eretu_instruction() {
+            // SAFETY: RSP of the faulting context points at the ERETU frame the kernel built on
+            // this thread's kernel stack: the error code, then RIP.
+            let rip = unsafe { *((frame.rsp + 8) as *const u64) };
+            event = Event::BadUserReturn { error_code, rip };
+        }
+    }
+    handlers::kernel_event(frame, event);
 }
 
 // SAFETY: entered only by FRED event delivery (IA32_FRED_CONFIG points at this page), with a
@@ -79,7 +89,7 @@ core::arch::global_asm!(
     "fred_return_to_user:",
     pop_gprs!(),
     // ERETU starts at the error code, which it skips itself. A #GP here (a non-canonical
-    // user RIP asked for by a return context) is the user's fault: see `dispatch::bad_return`.
+    // user RIP asked for by a return context) is the user's fault: see `handlers::user_event` (Event::BadUserReturn).
     "    add rsp, 8",
     ".global fred_eretu_instruction",
     "fred_eretu_instruction:",
@@ -103,9 +113,9 @@ core::arch::global_asm!(
     "    call {first_run}",
     "    jmp fred_return_to_user",
     ".popsection",
-    user_event = sym super::dispatch::fred_user_event,
-    kernel_event = sym super::dispatch::fred_kernel_event,
-    first_run = sym super::dispatch::first_run,
+    user_event = sym fred_user_event,
+    kernel_event = sym fred_kernel_event,
+    first_run = sym handlers::first_run,
 );
 
 extern "C" {

@@ -27,7 +27,8 @@ use x86_64::registers::model_specific::GsBase;
 use x86_64::VirtAddr;
 
 use super::atomic_ist::{self, Event, Layout, Memory, Prologue, Stack};
-use super::frame::TrapFrame;
+use crate::arch::x86_64::entry::frame::TrapFrame;
+use crate::arch::x86_64::entry::handlers;
 use crate::arch::x86_64::cea::{self, CEA_STRIDE};
 use crate::arch::x86_64::percpu::PerCpu;
 use crate::mm::kvm::CEA_BASE;
@@ -130,7 +131,7 @@ core::arch::global_asm!(
     kind_mc = const Event::Mc as u32,
     identify = sym aist_identify,
     prepare = sym aist_prepare,
-    dispatch = sym super::dispatch::trap_dispatch,
+    dispatch = sym super::idt::idt_event,
     kernel_event = sym aist_kernel_event,
 );
 
@@ -263,7 +264,8 @@ extern "C" fn aist_kernel_event(frame: &mut TrapFrame) {
     if old != kernel_gs {
         GsBase::write(VirtAddr::new(kernel_gs));
     }
-    super::dispatch::kernel_ist_event(frame);
+    let event = super::idt::decode(frame);
+    handlers::kernel_ist_event(frame, event);
     if old != kernel_gs {
         GsBase::write(VirtAddr::new(old));
     }

@@ -24,7 +24,7 @@
 //! The function below reads only its arguments and memory through [`Memory`]: no GS, no
 //! per-CPU data, because it runs before the entry knows whose GS is loaded.
 
-use super::frame::TrapFrame;
+use crate::arch::x86_64::entry::frame::TrapFrame;
 use core::mem::{offset_of, size_of};
 
 /// The events that use atomic-IST-entry (#DF does not: it keeps its own stack).
