@@ -13,7 +13,7 @@ pub const NAMES: &[&str] = &[
     // The same without instruction breakpoints (see `DebugSources::WatchOnly`).
     "ist_nesting_watch", "syscall_gap_watch", "nesting_watch",
     "bench",
-    "ipc", "caps", "servers", "server_crash",
+    "ipc", "caps", "servers", "server_crash", "hazards",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -74,6 +74,8 @@ pub fn run(name: &'static str) -> ! {
             }
         }),
         "caps" => user_program("utest", "caps", |_| Ok(())),
+        // The entry-hazard suite: every case states its outcome and utest checks each one.
+        "hazards" => user_program("utest", "hazards", |_| Ok(())),
         "servers" | "server_crash" => servers(name),
         // The FRED/IST comparison (`cargo xtask compare`): `bench` times each event's round trip,
         // checks the events really happened, and prints `BENCH ...` lines for the host.

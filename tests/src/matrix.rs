@@ -98,7 +98,14 @@ pub const SCENARIOS: &[&str] = &[
     "caps",
     "servers",
     "server_crash",
+    // Hostile input: the entry-hazard suite (utest `hazards`).
+    "hazards",
 ];
+/// Hostile-input scenarios that also run on Bochs' Intel `tigerlake` (IST with Intel
+/// semantics: SYSCALL from compatibility mode is #UD in hardware there) at 1 and 4 CPUs.
+pub const BOCHS_HOSTILE_SCENARIOS: &[&str] = &["hazards"];
+/// CPU counts of the hostile-input cases on Bochs.
+pub const BOCHS_HOSTILE_SMP: &[u32] = &[1, 4];
 /// Scenarios that also run on Bochs' Intel model at 2 CPUs: SYSRET's ring-0 #GP on a
 /// non-canonical return is Intel behaviour QEMU's TCG does not reproduce. The breakpoint
 /// scenarios run there in their `_watch` form (write watchpoints only): Bochs built without its
@@ -131,6 +138,7 @@ pub const FRED_SCENARIOS: &[&str] = &[
     "caps",
     "servers",
     "server_crash",
+    "hazards",
 ];
 /// Scenarios run with FRED on and off at one CPU count each: `nesting` shows FRED's stack levels
 /// at work, a #DB inside the NMI handler running on the NMI's level-2 stack (with FRED off it
@@ -296,6 +304,11 @@ pub fn matrix() -> Vec<Case> {
     });
     for &scenario in BOCHS_SCENARIOS {
         cases.push(Case::new(Emulator::Bochs, 2, scenario));
+    }
+    for &smp in BOCHS_HOSTILE_SMP {
+        for &scenario in BOCHS_HOSTILE_SCENARIOS {
+            cases.push(Case::new(Emulator::Bochs, smp, scenario));
+        }
     }
     for &scenario in BOCHS_UP_SCENARIOS {
         cases.push(Case::new(Emulator::Bochs, 1, scenario));

@@ -203,9 +203,9 @@ pub fn thread_cap(tid: u64) -> Result<u64, Error> {
     simple(nr::THREAD_CAP, [tid, 0, 0])
 }
 
-/// Blocks until the thread `t` names has ended.
-pub fn thread_wait(t: u64) -> Result<(), Error> {
-    simple(nr::THREAD_WAIT, [t, 0, 0]).map(drop)
+/// Blocks until the thread `t` names has ended; tells how it ended.
+pub fn thread_wait(t: u64) -> Result<abi::thread_exit::ThreadExit, Error> {
+    simple(nr::THREAD_WAIT, [t, 0, 0]).map(abi::thread_exit::decode)
 }
 
 /// IPC counters over all CPUs.

@@ -104,7 +104,7 @@ pub fn run() -> i32 {
     check(&mut f, "thread_wait on an endpoint", ipc::thread_wait(ep), Err(Error::BadHandle));
     let mut t = ipc::transfer(&[], Some((grantable, Rights::SEND)), &mut []);
     check(&mut f, "grant with the GRANT right", ipc::send(ep, [1, 0, 0, 0], Some(&mut t)), Ok(()));
-    check(&mut f, "thread_wait until the receiver has ended", ipc::thread_wait(thread), Ok(()));
+    check(&mut f, "thread_wait until the receiver has ended", ipc::thread_wait(thread).map(|e| assert_exited(e)), Ok(()));
     check(&mut f, "thread_cap of a thread that has ended", ipc::thread_cap(tid), Err(Error::NotFound));
     let _ = sys::wait_threads();
     let passed = RECEIVED_CAP.load(Ordering::Acquire);
@@ -134,4 +134,12 @@ fn sys_call_with_xfer(ep: u64, xfer: u64) -> Result<(), Error> {
             in("r9") xfer, lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     Error::result(rax).map(drop)
+}
+
+/// The receiver thread returned normally: `thread_wait` must say it exited.
+fn assert_exited(e: abi::thread_exit::ThreadExit) {
+    if e != abi::thread_exit::ThreadExit::Exited {
+        println!("utest caps: FAIL the receiver thread ended as {e:?}, not by exiting");
+        rt::sys::process_exit(1);
+    }
 }

@@ -16,6 +16,8 @@ mod caps;
 #[cfg(target_os = "none")]
 mod faults;
 #[cfg(target_os = "none")]
+mod hazards;
+#[cfg(target_os = "none")]
 mod ipc;
 #[cfg(target_os = "none")]
 mod preempt;
@@ -56,6 +58,10 @@ mod program {
         Scenario {
             name: "caps",
             run: crate::caps::run,
+        },
+        Scenario {
+            name: "hazards",
+            run: crate::hazards::run,
         },
     ];
 

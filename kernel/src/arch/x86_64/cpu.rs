@@ -25,6 +25,8 @@ pub struct Features {
     pub nx: bool,
     /// CPUID.1:EDX[13]
     pub pge: bool,
+    /// CPUID.(EAX=7,ECX=0):ECX[2]: SGDT, SIDT, SLDT, SMSW and STR fault in ring 3 when enabled.
+    pub umip: bool,
 }
 
 impl Features {
@@ -51,6 +53,7 @@ impl Features {
             fsgsbase: bit(l7.ebx, 0),
             nx: bit(e1.edx, 20),
             pge: bit(l1.edx, 13),
+            umip: bit(l7.ecx, 2),
         }
     }
 
@@ -69,6 +72,7 @@ impl Features {
                     ("SMAP", s.smap),
                     ("FSGSBASE", s.fsgsbase),
                     ("NX", s.nx),
+                    ("UMIP", s.umip),
                 ];
                 for (i, (name, on)) in list.iter().enumerate() {
                     write!(f, "{}{name}{}", if i > 0 { " " } else { "" }, if *on { '+' } else { '-' })?;
@@ -81,7 +85,7 @@ impl Features {
 }
 
 /// Turns on the protections every CPU runs with: write-protect in ring 0, NX, global pages,
-/// SMEP and SMAP where present, FSGSBASE where present, alignment checks for user code.
+/// SMEP, SMAP and UMIP where present, FSGSBASE where present, alignment checks for user code.
 pub fn enable_protections(f: &Features) {
     // SAFETY: each bit only restricts what the kernel may do (WP, NX, SMEP, SMAP) or enables
     // an instruction set (FSGSBASE) or a TLB attribute (PGE) the CPU reported; the kernel never
@@ -107,6 +111,11 @@ pub fn enable_protections(f: &Features) {
             }
             if f.fsgsbase {
                 c.insert(Cr4Flags::FSGSBASE);
+            }
+            // Without UMIP, ring 3 reads the GDT, IDT and TSS addresses with SGDT/SIDT/STR:
+            // kernel addresses handed to any program.
+            if f.umip {
+                c.insert(Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION);
             }
         });
     }
