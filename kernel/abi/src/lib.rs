@@ -76,7 +76,8 @@ pub mod syscall {
     /// `notification_create() -> handle` with every right.
     pub const NOTIFICATION_CREATE: u64 = 21;
     /// `cap_derive(h, rights, badge) -> handle`: a copy of `h` with at most `rights`, and
-    /// `badge` if `h` has none. Revoking `h` revokes the copy.
+    /// `badge` if `h` has none. Revoking `h` revokes the copy. A badge has 63 bits (`recv`
+    /// returns it in RAX): bit 63 is refused with InvalidArgument.
     pub const CAP_DERIVE: u64 = 22;
     /// `cap_delete(h)`.
     pub const CAP_DELETE: u64 = 23;
@@ -95,7 +96,9 @@ pub mod syscall {
     pub const REPLY: u64 = 29;
     /// `reply_recv(ep, m0, m1, m2, m3, xfer) -> badge`: reply, then receive on `ep`.
     pub const REPLY_RECV: u64 = 30;
-    /// `notify_signal(n, bits)`.
+    /// `notify_signal(n, bits)`. Notifications have 63 bits: wherever bits are given
+    /// (here, `notify_timer`, `irq_bind`, `klog_attach`, `spawn`'s `exit_bits`), bit 63 is
+    /// refused with InvalidArgument, since `notify_wait` returns them in RAX.
     pub const NOTIFY_SIGNAL: u64 = 31;
     /// `notify_wait(n) -> bits`: blocks until some bit is set, returns and clears them.
     pub const NOTIFY_WAIT: u64 = 32;

@@ -30,6 +30,12 @@ fn cap_error(e: CapError) -> Error {
     }
 }
 
+/// Notification bits (and badges) are the low 63: `notify_wait` (and `recv`) return them in
+/// RAX, where a set bit 63 would read as an error code (found by the fuzzer).
+fn signal_bits(bits: u64) -> Result<u64, Error> {
+    if bits >> 63 == 0 { Ok(bits) } else { Err(Error::InvalidArgument) }
+}
+
 fn cap(p: &Process, h: u64, rights: Rights) -> Result<Cap, Error> {
     p.caps.lock().get(h, rights).map_err(cap_error)
 }
@@ -119,7 +125,9 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
         })(),
         nr::NOTIFICATION_CREATE => p.caps.lock().insert(CapNode::root(KObject::Notification(Notification::new()), Rights::ALL)).map_err(cap_error),
         nr::CAP_DERIVE => {
-            let c = cap(p, a[0], Rights::empty());
+            // Badges come back in RAX from `recv` and `reply_recv`: 63 bits, like notification
+            // bits (the fuzzer's badge 0xf643_9d24_d427_8b05 came back as an error code).
+            let c = signal_bits(a[2]).and_then(|_| cap(p, a[0], Rights::empty()));
             c.and_then(|c| {
                 let copy = c.derive(Rights(a[1] as u32), a[2]).map_err(cap_error)?;
                 p.caps.lock().insert(copy).map_err(cap_error)
@@ -157,13 +165,13 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             let (_replied, received) = ipc::reply_recv(me, &ep, msg);
             incoming(p, frame, received?, t)
         })(),
-        nr::NOTIFY_SIGNAL => notification(p, a[0], Rights::SIGNAL).map(|n| {
-            n.signal(a[1]);
-            0
+        nr::NOTIFY_SIGNAL => notification(p, a[0], Rights::SIGNAL).and_then(|n| {
+            n.signal(signal_bits(a[1])?);
+            Ok(0)
         }),
         nr::NOTIFY_WAIT => notification(p, a[0], Rights::WAIT).and_then(|n| n.wait(me)),
         nr::NOTIFY_TIMER => notification(p, a[0], Rights::SIGNAL).and_then(|n| {
-            if a[1] == 0 || a[2] > 3_600_000 {
+            if a[1] == 0 || signal_bits(a[1]).is_err() || a[2] > 3_600_000 {
                 return Err(Error::InvalidArgument);
             }
             ipc::timer_after(a[2].div_ceil(1000 / apic::TIMER_HZ), n, a[1]);
@@ -175,6 +183,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             if a[2] == 0 {
                 return Err(Error::InvalidArgument);
             }
+            signal_bits(a[2])?;
             ipc::irq_bind(irq, n, a[2]).map(|_| 0)
         })(),
         nr::IRQ_ACK => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
@@ -212,7 +221,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
         nr::KLOG_ATTACH => (|| {
             let KObject::KernelLog = cap(p, a[0], Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
             let n = notification(p, a[1], Rights::SIGNAL)?;
-            crate::klog::attach(n, a[2]);
+            crate::klog::attach(n, signal_bits(a[2])?);
             Ok(0)
         })(),
         nr::KLOG_READ => (|| {
@@ -282,7 +291,7 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let exit = match s.exit_notify {
         0 => None,
-        h => Some((notification(p, h, Rights::SIGNAL)?, s.exit_bits)),
+        h => Some((notification(p, h, Rights::SIGNAL)?, signal_bits(s.exit_bits)?)),
     };
     let cpu = match s.cpu {
         nr::ANY_CPU => None,
