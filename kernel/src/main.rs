@@ -23,6 +23,7 @@ mod bsp {
     struct Boot {
         test: Option<&'static str>,
         cpus_found: usize,
+        cmd: Cmdline<'static>,
     }
 
     static BOOT: Once<Boot> = Once::new();
@@ -88,7 +89,7 @@ mod bsp {
         kernel::arch::x86_64::ioapic::init(&platform);
         entry::select(cmd.entry, &features);
         kernel::arch::x86_64::user_segments::init(features.lkgs);
-        BOOT.call_once(|| Boot { test: cmd.test, cpus_found });
+        BOOT.call_once(|| Boot { test: cmd.test, cpus_found, cmd });
         let stack = cea::bring_up(0, bsp_lapic_id);
         smp::set_features(features);
         run_on_stack(stack.top, bsp_main, 0)
@@ -106,7 +107,7 @@ mod bsp {
         log::info!("{aps} APs online; {} frames free", phys::free_frames());
         // The servers run in an ordinary boot and in the scenarios that test them.
         let servers = match boot.test {
-            None | Some("servers" | "server_crash") => start_init(boot.test.unwrap_or("")),
+            None | Some("servers" | "server_crash" | "fuzz") => start_init(boot.test.unwrap_or(""), &boot.cmd),
             Some(_) => "",
         };
         println!(
@@ -123,16 +124,17 @@ mod bsp {
     }
 
     /// Starts the root task, the `init` boot module, with its command line from limine.cfg
-    /// (plus `test=NAME` in a scenario) and its initial capabilities, and waits up to 20 s for
-    /// it to report its servers up. Returns READY's server list.
-    fn start_init(test: &str) -> &'static str {
+    /// (plus `test=NAME` and the scenario's own words in a scenario) and its initial
+    /// capabilities, and waits up to 20 s for it to report its servers up. Returns READY's
+    /// server list.
+    fn start_init(test: &str, cmd: &Cmdline<'static>) -> &'static str {
         let Some(image) = boot::module("init") else {
             log::warn!("no init module in limine.cfg: nothing to run in user space");
             return "";
         };
         let arg = match test {
             "" => alloc::string::String::from(boot::module_cmdline("init")),
-            t => alloc::format!("{} test={t}", boot::module_cmdline("init")),
+            t => cmd.scenario_words().fold(alloc::format!("{} test={t}", boot::module_cmdline("init")), |a, w| a + " " + w),
         };
         let caps = kernel::syscall::ipc::init_caps();
         match kernel::sched::Process::spawn_with("init", image, &arg, caps, None) {

@@ -78,13 +78,13 @@ impl Expectation {
             scenario: scenario.to_string(),
             smp,
             entry,
-            ready_required: matches!(scenario, "boot" | "servers" | "server_crash"),
+            ready_required: matches!(scenario, "boot" | "servers" | "server_crash" | "fuzz"),
             exit_rule: match emulator {
                 Emulator::Qemu(_) => ExitRule::QemuDebugExit,
                 Emulator::Bochs => ExitRule::LogOnly,
             },
             servers: match scenario {
-                "servers" | "server_crash" => SERVERS.iter().map(|s| s.to_string()).collect(),
+                "servers" | "server_crash" | "fuzz" => SERVERS.iter().map(|s| s.to_string()).collect(),
                 _ => Vec::new(),
             },
             seq_streams: if scenario == "servers" { smp } else { 0 },

@@ -27,6 +27,13 @@ pub mod harness {
     pub const MCE_INJECT_MARKER: &str = "MCE: inject now";
     /// The scenario that needs the host to inject machine checks.
     pub const MCE_INJECT_SCENARIO: &str = "mce_inject";
+
+    /// How long the kernel lets the `fuzz` scenario run `count` calls before it fails it (with
+    /// a backtrace of every CPU), in seconds: room for the slowest emulator (Bochs). The host
+    /// waits a little longer, so that the kernel's report comes first.
+    pub const fn fuzz_time_limit_secs(count: u64) -> u64 {
+        120 + count / 100
+    }
 }
 
 /// System calls: `SYSCALL` with the number in RAX and arguments in RDI, RSI, RDX, R10, R8, R9

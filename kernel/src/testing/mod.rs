@@ -6,6 +6,8 @@
 //! A production kernel has none of this: its #DF and event handlers report and stop, and the
 //! benchmark system calls answer `NoSuchCall`.
 
+pub mod fuzz;
+
 use core::sync::atomic::Ordering;
 
 use crate::arch::x86_64::entry::frame::TrapFrame;

@@ -14,8 +14,9 @@
 //! (READY), starts one client per CPU, and waits for them. It watches every server's end
 //! through an exit notification and reports it.
 //!
-//! Argument: the module command line, plus `test=servers` or `test=server_crash` in those
-//! kernel scenarios (init's exit status is then the verdict).
+//! Argument: the module command line, plus `test=servers`, `test=server_crash` or `test=fuzz`
+//! (with the scenario's `fuzz_*` words, see `program/fuzz.rs`) in those kernel scenarios (init's exit
+//! status is then the verdict).
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -33,6 +34,8 @@ mod program {
     use rt::ipc;
     use rt::proto::{boot, console, echo, name};
     use rt::{println, sys};
+
+    mod fuzz;
 
     /// Exit-notification bits: one per server.
     const CONSOLE_BIT: u64 = 1;
@@ -174,6 +177,7 @@ mod program {
         println!("console, name and echo up; {cpus} CPUs");
         let ok = match test {
             Some("server_crash") => kill_caller(&servers, cpus - 1) && crash_echo(&servers, cpus - 1),
+            Some("fuzz") => fuzz::run(&servers, cpus, arg),
             Some(_) => run_clients(&servers, cpus, 40),
             None => {
                 let clients = run_clients(&servers, cpus, 20);
