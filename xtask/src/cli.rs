@@ -13,6 +13,8 @@ commands:
   test         host unit tests, then the boot matrix (one line per case)
   compare      FRED vs IST: the bench program on Bochs wildcat_lake with FRED on and off, 1 CPU;
                a table of round trips in retired instructions (also in target/compare/)
+  fuzz         the system-call fuzzer (scenario fuzz): streams its progress, prints the results
+               per error kind and per call, and on failure the command that repeats the run
 
 options (build, iso, run):
   --release | --debug     cargo profile of the bare-metal images (default: --release)
@@ -21,7 +23,7 @@ options (build, iso, run):
   --cmdline \"...\"         appended to the kernel CMDLINE of limine.cfg
   --entry auto|fred|ist   entry backend: appends entry=... to the kernel command line
 
-options (run; --timeout also for compare):
+options (run and fuzz; --timeout also for compare):
   --emulator qemu|bochs   default: qemu (bochs when --fred is given)
   --accel tcg|kvm         QEMU accelerator (default: tcg; kvm needs /dev/kvm)
   --smp N                 number of CPUs (default: 4)
@@ -30,6 +32,10 @@ options (run; --timeout also for compare):
   --cpu MODEL             override the CPU model (QEMU -cpu / Bochs cpu: model=)
   --timeout SECS          stop the emulator after SECS seconds (0: never; default: 60 for QEMU TCG,
                           300 for KVM, 240 for Bochs)
+
+options (fuzz; also --cmdline, --entry and the run options above):
+  --seed N                the generator's seed (default: a random one, printed)
+  --count N               system calls in total, split over the CPUs (default: 1000000)
 
 options (test):
   --filter TEXT           only boot cases whose label contains TEXT (',' separates alternatives),
@@ -53,6 +59,7 @@ pub enum Command {
     Run,
     Test,
     Compare,
+    Fuzz,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +102,9 @@ pub struct Options {
     pub filter: Option<String>,
     pub host_tests: bool,
     pub jobs: usize,
+    /// `fuzz`: the seed and the number of calls; `None`: the defaults.
+    pub seed: Option<u64>,
+    pub count: Option<u64>,
 }
 
 impl Options {
@@ -114,6 +124,8 @@ impl Options {
             filter: None,
             host_tests: true,
             jobs: 1,
+            seed: None,
+            count: None,
         }
     }
 
@@ -155,10 +167,11 @@ fn applies(option: &str, command: Command) -> bool {
     use Command::*;
     match option {
         "--release" | "--debug" | "--limine" => true,
-        "--cmdline" | "--entry" => matches!(command, Build | Iso | Run),
-        "--emulator" | "--accel" | "--smp" | "--fred" | "--cpu" => command == Run,
-        "--timeout" => matches!(command, Run | Compare),
+        "--cmdline" | "--entry" => matches!(command, Build | Iso | Run | Fuzz),
+        "--emulator" | "--accel" | "--smp" | "--fred" | "--cpu" => matches!(command, Run | Fuzz),
+        "--timeout" => matches!(command, Run | Compare | Fuzz),
         "--filter" | "--no-host" | "--jobs" => command == Test,
+        "--seed" | "--count" => command == Fuzz,
         _ => false,
     }
 }
@@ -175,6 +188,8 @@ const VALUE_OPTIONS: &[&str] = &[
     "--timeout",
     "--filter",
     "--jobs",
+    "--seed",
+    "--count",
 ];
 const FLAG_OPTIONS: &[&str] = &["--release", "--debug", "--no-host"];
 
@@ -194,6 +209,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         Some("run") => Command::Run,
         Some("test") => Command::Test,
         Some("compare") => Command::Compare,
+        Some("fuzz") => Command::Fuzz,
         Some(other) => return bad(format!("unknown command {other:?}")),
     };
     let mut opts = Options::new(command);
@@ -283,6 +299,14 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                     return bad("--jobs must be at least 1");
                 }
             }
+            "--seed" => opts.seed = Some(number(name, &value)?),
+            "--count" => {
+                let count = number(name, &value)?;
+                if count == 0 {
+                    return bad("--count must be at least 1");
+                }
+                opts.count = Some(count);
+            }
             _ => unreachable!("option table and match disagree on {name}"),
         }
     }
@@ -309,6 +333,7 @@ pub fn command_name(command: Command) -> &'static str {
         Command::Run => "run",
         Command::Test => "test",
         Command::Compare => "compare",
+        Command::Fuzz => "fuzz",
     }
 }
 
@@ -420,6 +445,25 @@ mod tests {
         assert_eq!((opts.command, opts.timeout_secs, opts.release), (Command::Compare, Some(100), false));
         assert!(error("compare --smp 4").contains("does not apply to `compare`"));
         assert!(error("compare --fred off").contains("does not apply to `compare`"));
+    }
+
+    #[test]
+    fn fuzz_takes_seed_count_and_the_machine_options() {
+        let opts = parse_str("fuzz --seed 7 --count=5000 --smp 2 --emulator bochs --fred on").unwrap();
+        assert_eq!((opts.command, opts.seed, opts.count, opts.smp), (Command::Fuzz, Some(7), Some(5000), 2));
+        assert_eq!((opts.emulator, opts.fred), (Some(EmulatorChoice::Bochs), Some(true)));
+        let defaults = parse_str("fuzz").unwrap();
+        assert_eq!((defaults.seed, defaults.count, defaults.smp), (None, None, 4));
+    }
+
+    #[test]
+    fn fuzz_refuses_a_bad_seed_or_count_and_other_commands_refuse_them() {
+        assert!(error("fuzz --seed x").contains("takes a number"));
+        assert!(error("fuzz --seed -1").contains("takes a number"));
+        assert!(error("fuzz --count 0").contains("at least 1"));
+        assert!(error("run --seed 1").contains("does not apply to `run`"));
+        assert!(error("test --count 5").contains("does not apply to `test`"));
+        assert!(error("fuzz --jobs 2").contains("does not apply to `fuzz`"));
     }
 
     #[test]

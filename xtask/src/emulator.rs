@@ -61,6 +61,8 @@ pub struct BootResult {
     pub emulator_output: String,
     pub elapsed: Duration,
     pub serial_log: PathBuf,
+    /// When each line of `serial` arrived, from the emulator's start.
+    pub line_times: Vec<Duration>,
 }
 
 /// The `qemu-system-x86_64` arguments for `machine` booting `iso`. The debug-exit device lets a
@@ -314,8 +316,11 @@ fn run_streaming(
     let mut deadline = limits.timeout.map(|t| start + t);
     let mut ended = false;
     let stdout = std::io::stdout();
+    let line_times = std::cell::RefCell::new(Vec::new());
 
     let take_serial = |bytes: &[u8], serial: &mut Vec<u8>| {
+        let now = start.elapsed();
+        line_times.borrow_mut().extend(bytes.iter().filter(|&&b| b == b'\n').map(|_| now));
         if limits.echo {
             let mut out = stdout.lock();
             let _ = out.write_all(bytes);
@@ -423,6 +428,7 @@ fn run_streaming(
         emulator_output: String::from_utf8_lossy(&emulator_output).into_owned(),
         elapsed: start.elapsed(),
         serial_log: serial_log.to_path_buf(),
+        line_times: line_times.into_inner(),
     })
 }
 

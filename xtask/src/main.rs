@@ -4,6 +4,7 @@ mod bochs;
 mod cli;
 mod compare;
 mod emulator;
+mod fuzz;
 mod images;
 mod iso;
 mod manifest;
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
         cli::Command::Run => run::run(&opts),
         cli::Command::Test => test::test(&opts),
         cli::Command::Compare => compare::compare(&opts),
+        cli::Command::Fuzz => fuzz::fuzz(&opts),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -91,6 +91,22 @@ fn bochs_for_run(fred_needed: bool) -> Result<Bochs> {
 }
 
 pub fn run(opts: &Options) -> Result<u8> {
+    boot(opts).map(|r| r.code)
+}
+
+/// What `boot` saw.
+pub struct Booted {
+    /// The exit status of `run`: 0 if the scenario passed (or, without one, READY came and
+    /// nothing broke).
+    pub code: u8,
+    pub serial: String,
+    pub elapsed: Duration,
+    /// When each line of `serial` arrived.
+    pub line_times: Vec<Duration>,
+}
+
+/// `run`'s work: boots the ISO `opts` asks for, streams COM1, judges the scenario if any.
+pub fn boot(opts: &Options) -> Result<Booted> {
     let loader = loader(opts)?;
     let emulator = match opts.emulator.unwrap_or(EmulatorChoice::Qemu) {
         EmulatorChoice::Qemu => Emulator::Qemu(opts.accel),
@@ -203,18 +219,18 @@ pub fn run(opts: &Options) -> Result<u8> {
             show_emulator_output(&result.emulator_output);
         }
     }
-    match scenario {
+    let code = match scenario {
         Some(scenario) => {
             let expect = Expectation::new(&scenario, opts.smp, None, emulator);
             match boot_tests::judge(&expect, &result.serial, result.outcome) {
                 Verdict::Pass => {
                     step(format!("TEST {scenario}: PASS"));
-                    Ok(0)
+                    0
                 }
                 Verdict::Fail(reason) => {
                     step(format!("TEST {scenario}: FAIL: {reason}"));
                     show_emulator_output(&result.emulator_output);
-                    Ok(1)
+                    1
                 }
             }
         }
@@ -224,9 +240,19 @@ pub fn run(opts: &Options) -> Result<u8> {
                 .serial
                 .lines()
                 .any(|l| l.contains("PANIC") || l.contains("EXCEPTION"));
-            Ok(if ready && !broken { 0 } else { 1 })
+            if ready && !broken {
+                0
+            } else {
+                1
+            }
         }
-    }
+    };
+    Ok(Booted {
+        code,
+        serial: result.serial,
+        elapsed: result.elapsed,
+        line_times: result.line_times,
+    })
 }
 
 fn show_emulator_output(text: &str) {

@@ -107,6 +107,7 @@ const HOST_TESTS: &[&[&str]] = &[
     &["-p", "abi"],
     &["-p", "rt"],
     &["-p", "bench"],
+    &["-p", "fuzz"],
     &["-p", "bridge", "--lib"],
     &["-p", "boot-tests"],
     &["-p", "xtask"],
