@@ -268,11 +268,13 @@ fn timer() -> ! {
 
 /// What a debug register slot watches.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Watch {
+pub enum Watch {
     /// Executing the instruction at the address: a fault, before that instruction runs.
     Execute,
     /// A write to the aligned 8 bytes at the address: a trap, after the writing instruction.
     Write8,
+    /// A read or write of the aligned 2 bytes at the address (a selector, for `mov ss`).
+    Access2,
 }
 
 /// Sets instruction breakpoint `slot` (0..=2) at `addr` on this CPU, or clears it (`None`).
@@ -281,16 +283,21 @@ fn breakpoint(slot: usize, addr: Option<u64>) {
 }
 
 /// Arms debug register `slot` (0..=2) to watch `addr` as `watch` on this CPU, or disarms it.
-fn debug_register(slot: usize, watch: Option<(u64, Watch)>) {
+pub fn debug_register(slot: usize, watch: Option<(u64, Watch)>) {
     // DR7: L<n> (bit 2n) enables slot n; its R/W field (bits 16+4n, 17+4n) is 00 for
-    // instruction execution and 01 for data writes; its LEN field (bits 18+4n, 19+4n) is 00
-    // for instructions and 10 for 8 bytes. Bit 10 is reserved-one.
+    // instruction execution, 01 for data writes and 11 for reads and writes; its LEN field
+    // (bits 18+4n, 19+4n) is 00 for instructions, 01 for 2 bytes and 10 for 8 bytes. Bit 10 is
+    // reserved-one.
     let (addr, rw_len) = match watch {
         None => (0, 0),
         Some((a, Watch::Execute)) => (a, 0b0000),
         Some((a, Watch::Write8)) => {
             assert!(a % 8 == 0, "an 8-byte watchpoint needs an 8-byte aligned address");
             (a, 0b1001)
+        }
+        Some((a, Watch::Access2)) => {
+            assert!(a % 2 == 0, "a 2-byte watchpoint needs a 2-byte aligned address");
+            (a, 0b0111)
         }
     };
     // SAFETY: debug registers are per CPU and only these scenarios use them; slot and fields
@@ -353,6 +360,7 @@ fn ist_nesting(sources: DebugSources) -> ! {
         let how = match watch.1 {
             Watch::Execute => "instruction breakpoint on",
             Watch::Write8 => "write watchpoint before",
+            Watch::Access2 => "access watchpoint on",
         };
         if arrived && fired == 0 && at == 0 && watch.1 == Watch::Execute && !layout.main.holds(nmi[1]) {
             // Bochs does not check instruction breakpoints on the first instruction after an
@@ -427,7 +435,7 @@ fn fred_nesting(sources: DebugSources) -> ! {
             (me.last_db[0].load(Ordering::Relaxed), me.last_db[1].load(Ordering::Relaxed), me.db_handler_rsp.load(Ordering::Relaxed));
         let how = match watch.1 {
             Watch::Execute => "instruction breakpoint",
-            Watch::Write8 => "write watchpoint",
+            Watch::Write8 | Watch::Access2 => "write watchpoint",
         };
         log::info!(
             "#DB by {how} in the NMI handler: interrupted rip={db_rip:#x} rsp={db_rsp:#x}, handler rsp={handler_rsp:#x}; level 1 {:#x}..{:#x}, level 2 {:#x}..{:#x}",
@@ -437,7 +445,7 @@ fn fred_nesting(sources: DebugSources) -> ! {
         // watchpoint right after the store, a few instructions into the handler.
         let rip_ok = match watch.1 {
             Watch::Execute => db_rip == target,
-            Watch::Write8 => db_rip > target && db_rip - target < 0x1000,
+            Watch::Write8 | Watch::Access2 => db_rip > target && db_rip - target < 0x1000,
         };
         if !arrived || me.db_count.load(Ordering::Relaxed) != dbs + 1 {
             finish(Verdict::Fail(format_args!("{how}: no #DB in the NMI handler (NMI arrived: {arrived})")))

@@ -64,7 +64,11 @@ pub mod syscall {
     /// `cpu_count() -> n` CPUs online.
     pub const CPU_COUNT: u64 = 9;
     /// `set_return_context(rip, rsp, rflags)`: this call returns to `rip` with `rsp` and the
-    /// user-settable bits of `rflags` (like a signal return). Used to test the exit paths.
+    /// user-settable bits of `rflags` (CF PF AF ZF SF TF DF OF, AC, RF, ID; IF is always set),
+    /// like a signal return: the part of the ABI a user-level context switch or exception
+    /// handler needs. `rsp` must be a user address (else `BadAddress`); a `rip` the thread
+    /// cannot run at is not refused: the return leaves by IRET/ERETU (never SYSRET) and the
+    /// thread dies of the #GP or #PF it takes there.
     pub const SET_RETURN_CONTEXT: u64 = 10;
     /// `exit_path_counts(out: *mut [u64; 3])`: SYSRET exits, IRET exits, and bad-IRET kills,
     /// summed over all CPUs.
@@ -162,6 +166,11 @@ pub mod syscall {
     pub const BENCH_FAULT_RESUME: u64 = 43;
     /// `bench_counter(which) -> value`: one of the [`bench_counter`] counters.
     pub const BENCH_COUNTER: u64 = 44;
+    /// `bench_watch(addr) -> kernel #DBs`: with `addr` != 0 arms a read/write watchpoint on the
+    /// 2 user bytes at `addr` on the calling CPU (debug register 0), with 0 disarms it; returns
+    /// how many #DB this CPU has taken in ring 0 so far. For the `mov ss` cases of the hazard
+    /// suite (CVE-2018-8897: a watchpoint on `mov ss`'s operand delays its #DB into the kernel).
+    pub const BENCH_WATCH: u64 = 45;
 
     /// What `bench_counter` reads.
     pub mod bench_counter {

@@ -47,6 +47,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
             }
         }
         nr::BENCH_COUNTER => counter(frame.rdi),
+        nr::BENCH_WATCH => watch(frame.rdi),
         _ => Err(Error::NoSuchCall),
     };
     frame.rax = match result {
@@ -75,6 +76,19 @@ fn counter(which: u64) -> Result<u64, Error> {
             }
         }
     }
+}
+
+/// Arms (or, for 0, disarms) this CPU's user watchpoint; the kernel #DB count so far.
+fn watch(addr: u64) -> Result<u64, Error> {
+    use crate::scenario::{debug_register, Watch};
+    if addr == 0 {
+        debug_register(0, None);
+    } else if addr % 2 != 0 || !crate::syscall::uaccess::is_user_range(addr, 2) {
+        return Err(Error::BadAddress);
+    } else {
+        debug_register(0, Some((addr, Watch::Access2)));
+    }
+    Ok(percpu::this().db_count.load(Ordering::Relaxed))
 }
 
 /// Sends this CPU an NMI (or, for the baseline, does everything but the send) and waits until it
