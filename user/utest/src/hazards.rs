@@ -564,8 +564,8 @@ impl Tally {
 static STOP_VICTIMS: AtomicBool = AtomicBool::new(false);
 static VICTIM_ROUNDS: AtomicU64 = AtomicU64::new(0);
 
-/// Holds a pattern in every callee-saved register and in its stack across yields; any change
-/// ends it with #UD (the runner checks that every victim exited).
+/// Holds a pattern in every callee-saved register across a yield and in its stack across
+/// yields and sleeps; any change ends it with #UD (the runner checks that every victim exited).
 fn victim(cpu: usize) {
     let mut memory = [0u64; 64];
     let seed = 0x5a5a_0000_0000_0000 | (cpu as u64) << 32;
@@ -603,6 +603,12 @@ fn victim(cpu: usize) {
             fail_case();
         }
         VICTIM_ROUNDS.fetch_add(1, Ordering::Relaxed);
+        // Sleep between rounds so the victims leave the CPUs to the cases (on TCG every busy
+        // vCPU takes host time); the pattern is checked across the sleep as well.
+        let _ = sys::sleep_ms(1);
+        if memory.iter().enumerate().any(|(i, w)| *w != seed ^ i as u64) {
+            fail_case();
+        }
     }
 }
 
