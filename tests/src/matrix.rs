@@ -106,6 +106,15 @@ pub const SCENARIOS: &[&str] = &[
 pub const BOCHS_HOSTILE_SCENARIOS: &[&str] = &["hazards"];
 /// CPU counts of the hostile-input cases on Bochs.
 pub const BOCHS_HOSTILE_SMP: &[u32] = &[1, 4];
+/// The system-call fuzzer's short runs (`cargo xtask fuzz` makes the long ones): a fixed seed
+/// and a count that ends in seconds, on QEMU TCG at 1 and 4 CPUs, and with fewer calls on Bochs
+/// `tigerlake` (IST, Intel semantics) and `wildcat_lake` with FRED on and off, at 1 and 4. On
+/// an idle host TCG makes about 3,000 calls/s at 4 CPUs, Bochs about 1,000; the time limit
+/// leaves room for a host busy with other emulators (4 CPUs on 2 host cores slow down sharply).
+pub const FUZZ_TIMEOUT: Duration = Duration::from_secs(180);
+pub const FUZZ_TCG: &str = "fuzz_seed=1 fuzz_count=10000";
+pub const FUZZ_BOCHS: &str = "fuzz_seed=1 fuzz_count=4000";
+pub const FUZZ_SMP: &[u32] = &[1, 4];
 /// Scenarios that also run on Bochs' Intel model at 2 CPUs: SYSRET's ring-0 #GP on a
 /// non-canonical return is Intel behaviour QEMU's TCG does not reproduce. The breakpoint
 /// scenarios run there in their `_watch` form (write watchpoints only): Bochs built without its
@@ -295,6 +304,9 @@ pub fn matrix() -> Vec<Case> {
             cases.push(Case::new(Emulator::Qemu(Accel::Tcg), smp, scenario));
         }
     }
+    for &smp in FUZZ_SMP {
+        cases.push(Case { extra_cmdline: FUZZ_TCG, timeout: FUZZ_TIMEOUT, ..Case::new(Emulator::Qemu(Accel::Tcg), smp, "fuzz") });
+    }
     // `entry=fred` where there is no FRED: the error, then IST.
     cases.push(Case { extra_cmdline: "entry=fred", ..Case::new(Emulator::Qemu(Accel::Tcg), 2, "boot") });
     cases.push(Case::new(Emulator::Qemu(Accel::Kvm), 4, "boot"));
@@ -309,6 +321,9 @@ pub fn matrix() -> Vec<Case> {
         for &scenario in BOCHS_HOSTILE_SCENARIOS {
             cases.push(Case::new(Emulator::Bochs, smp, scenario));
         }
+    }
+    for &smp in FUZZ_SMP {
+        cases.push(Case { extra_cmdline: FUZZ_BOCHS, timeout: FUZZ_TIMEOUT, ..Case::new(Emulator::Bochs, smp, "fuzz") });
     }
     for &scenario in BOCHS_UP_SCENARIOS {
         cases.push(Case::new(Emulator::Bochs, 1, scenario));
@@ -333,6 +348,18 @@ pub fn matrix() -> Vec<Case> {
             expected_entry: Some(Backend::Ist),
             ..Case::new(Emulator::Bochs, smp, scenario)
         });
+    }
+    for &smp in FUZZ_SMP {
+        for fred in [true, false] {
+            cases.push(Case {
+                cpu_model: BOCHS_FRED_MODEL,
+                fred,
+                expected_entry: Some(if fred { Backend::Fred } else { Backend::Ist }),
+                extra_cmdline: FUZZ_BOCHS,
+                timeout: FUZZ_TIMEOUT,
+                ..Case::new(Emulator::Bochs, smp, "fuzz")
+            });
+        }
     }
     for &smp in FRED_SMP {
         for &scenario in FRED_SCENARIOS {
@@ -395,7 +422,10 @@ mod tests {
             .collect();
         assert_eq!(
             fred_cases.len(),
-            FRED_SCENARIOS.len() * 2 * FRED_SMP.len() + FRED_PAIRED_SCENARIOS.len() * 2 + FRED_OFF_SCENARIOS.len()
+            FRED_SCENARIOS.len() * 2 * FRED_SMP.len()
+                + FRED_PAIRED_SCENARIOS.len() * 2
+                + FRED_OFF_SCENARIOS.len()
+                + FUZZ_SMP.len() * 2
         );
         for case in fred_cases.iter().filter(|c| !FRED_OFF_SCENARIOS.iter().any(|&(s, _)| s == c.scenario)) {
             assert_eq!(case.requirements(), vec![Requirement::FredBochs]);
@@ -412,6 +442,16 @@ mod tests {
         for case in matrix().iter().filter(|c| c.emulator == Emulator::Bochs && c.smp > 1 && !c.bochs_debugger) {
             assert!(!["ist_nesting", "syscall_gap", "nesting"].contains(&case.scenario), "{case}");
         }
+    }
+
+    #[test]
+    fn fuzz_cases_name_their_seed_so_a_failure_repeats() {
+        let fuzz: Vec<Case> = matrix().into_iter().filter(|c| c.scenario == "fuzz").collect();
+        assert_eq!(fuzz.len(), FUZZ_SMP.len() * 4, "TCG, tigerlake, FRED on and off at each count");
+        for case in &fuzz {
+            assert!(case.cmdline().contains("fuzz_seed=") && case.cmdline().contains("fuzz_count="), "{case}");
+        }
+        assert!(fuzz.iter().any(|c| c.to_string() == "qemu-tcg smp=4 fuzz fuzz_seed=1 fuzz_count=10000"));
     }
 
     #[test]
