@@ -73,6 +73,7 @@ const NAMES: &[(u64, &str)] = &[
     (nr::BENCH_SELF_NMI, "bench_self_nmi"),
     (nr::BENCH_FAULT_RESUME, "bench_fault_resume"),
     (nr::BENCH_COUNTER, "bench_counter"),
+    (nr::BENCH_WATCH, "bench_watch"),
     (nr::KLOG_ATTACH, "klog_attach"),
     (nr::KLOG_READ, "klog_read"),
     (nr::SERVERS_READY, "servers_ready"),

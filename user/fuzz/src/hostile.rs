@@ -355,6 +355,17 @@ pub fn return_rip(rng: &mut Rng, l: &Layout) -> u64 {
     }
 }
 
+/// A `bench_watch` address that arms nothing: 0 (disarm), odd, or outside user space.
+pub fn no_watch(rng: &mut Rng, l: &Layout) -> u64 {
+    match rng.below(5) {
+        0 => 0,
+        1 => l.arena.pick(rng, 2) | 1,
+        2 => kernel_address(rng),
+        3 => USER_END - 1,
+        _ => non_canonical(rng),
+    }
+}
+
 pub fn resume_rip(rng: &mut Rng) -> u64 {
     match rng.below(3) {
         0 => 0,
@@ -454,7 +465,7 @@ mod tests {
     }
 
     #[test]
-    fn new_threads_and_return_contexts_never_enter_the_fuzzers_code() {
+    fn new_threads_return_contexts_and_fault_resumes_never_enter_the_fuzzers_code_nor_arm_watchpoints() {
         let l = layout();
         let mut rng = Rng::new(5);
         for _ in 0..100_000 {
@@ -464,6 +475,8 @@ mod tests {
             }
             let r = resume_rip(&mut rng);
             assert!(r == 0 || r >= USER_END, "{r:#x}");
+            let w = no_watch(&mut rng, &l);
+            assert!(w == 0 || w % 2 == 1 || w.saturating_add(2) > USER_END, "bench_watch({w:#x}) would arm");
         }
     }
 

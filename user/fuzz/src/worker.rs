@@ -284,7 +284,7 @@ impl Worker {
     /// One argument of shape `shape`; `block` is the transfer/spawn block to build in.
     fn arg(&mut self, shape: Arg, block: u64) -> u64 {
         // The shapes that keep the fuzzer's own control flow safe are never replaced.
-        let safety = matches!(shape, Arg::Entry | Arg::Rip | Arg::ResumeRip);
+        let safety = matches!(shape, Arg::Entry | Arg::Rip | Arg::ResumeRip | Arg::NoWatch);
         let shape = if !safety && self.rng.chance(1, 8) { Arg::Any } else { shape };
         let r = &mut self.rng;
         let l = &self.layout;
@@ -318,6 +318,7 @@ impl Worker {
             Arg::Entry => hostile::entry(r, l),
             Arg::Rip => hostile::return_rip(r, l),
             Arg::ResumeRip => hostile::resume_rip(r),
+            Arg::NoWatch => hostile::no_watch(r, l),
             Arg::Flags => match r.below(3) {
                 0 => r.next_u64(),
                 1 => 1 << r.below(22),
