@@ -57,6 +57,8 @@ mod bsp {
         let features = cpu::Features::read();
         log::info!("cpu features: {}", features.report());
         cpu::enable_protections(&features);
+        kernel::arch::x86_64::fpu::init_this_cpu();
+        log::info!("FPU: {}", kernel::arch::x86_64::fpu::describe(&kernel::arch::x86_64::fpu::config()));
         kernel::syscall::uaccess::init(features.smap);
         phys::init(&info);
         paging::init(&info);

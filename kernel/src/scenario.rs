@@ -13,7 +13,7 @@ pub const NAMES: &[&str] = &[
     // The same without instruction breakpoints (see `DebugSources::WatchOnly`).
     "ist_nesting_watch", "syscall_gap_watch", "nesting_watch",
     "bench",
-    "ipc", "caps", "servers", "server_crash", "hazards", "fuzz",
+    "ipc", "caps", "servers", "server_crash", "hazards", "fpu", "fuzz",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -74,6 +74,7 @@ pub fn run(name: &'static str) -> ! {
             }
         }),
         "caps" => user_program("utest", "caps", |_| Ok(())),
+        "fpu" => fpu(),
         // The entry-hazard suite: every case states its outcome and utest checks each one.
         "hazards" => user_program("utest", "hazards", |_| Ok(())),
         "servers" | "server_crash" => servers(name),
@@ -604,5 +605,54 @@ fn run_user(module: &str, arg: &str) -> Result<alloc::sync::Arc<crate::sched::Pr
     match process.exit_code() {
         0 => Ok(process),
         code => Err(format!("{module} {arg} exited with status {code}")),
+    }
+}
+
+/// The user FPU/SIMD state (utest `fpu`): two processes pinned to the last CPU switch between
+/// each other thousands of times while an NMI storm runs on every CPU, and check every
+/// register after each switch; then a process leaves a secret in the registers and exits, and
+/// a fresh process on the same CPU must see only the initial state.
+fn fpu() -> ! {
+    use alloc::format;
+    use alloc::vec::Vec;
+    let n = smp::online();
+    let cpu = n - 1;
+    let Some(image) = crate::boot::module("utest") else { finish(Verdict::Fail(format_args!("no utest module"))) };
+    let start = |arg: &str| {
+        crate::sched::Process::spawn_with("utest", image, arg, Vec::new(), Some(cpu)).map_err(|e| format!("cannot start utest {arg}: {e}"))
+    };
+    let wait = |p: &alloc::sync::Arc<crate::sched::Process>, arg: &str| -> Result<(), alloc::string::String> {
+        if !wait_until(6000, || p.is_finished()) {
+            return Err(format!("utest {arg} did not finish"));
+        }
+        match p.exit_code() {
+            0 => Ok(()),
+            code => Err(format!("utest {arg} exited with status {code}")),
+        }
+    };
+    let nmis_before: u64 = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum();
+    // With one CPU there is nobody to send NMIs: the storm thread would only take CPU time.
+    let storm = n > 1;
+    if storm {
+        start_storm(STORM_ROUNDS);
+    }
+    let pair = start("fpu_a").and_then(|a| start("fpu_b").map(|b| (a, b)));
+    let pair_result = pair.and_then(|(a, b)| wait(&a, "fpu_a").and(wait(&b, "fpu_b")));
+    STORM_STOP.store(true, Ordering::Release);
+    if storm && !wait_until(3000, || STORM_ROUNDS_DONE.load(Ordering::Acquire) == n) {
+        finish(Verdict::Fail(format_args!("the NMI storm threads did not finish")))
+    }
+    let nmis = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum::<u64>() - nmis_before;
+    log::info!("fpu: {nmis} NMIs taken meanwhile on {n} CPUs");
+    if let Err(why) = pair_result {
+        finish(Verdict::Fail(format_args!("{why}")))
+    }
+    if n > 1 && nmis == 0 {
+        finish(Verdict::Fail(format_args!("no NMI arrived")))
+    }
+    let leak = start("fpu_secret").and_then(|s| wait(&s, "fpu_secret")).and_then(|_| start("fpu_fresh")).and_then(|f| wait(&f, "fpu_fresh"));
+    match leak {
+        Ok(()) => finish(Verdict::Pass),
+        Err(why) => finish(Verdict::Fail(format_args!("{why}"))),
     }
 }

@@ -100,6 +100,8 @@ pub const SCENARIOS: &[&str] = &[
     "server_crash",
     // Hostile input: the entry-hazard suite (utest `hazards`).
     "hazards",
+    // The user FPU/SIMD state across switches, NMIs and processes (utest `fpu_*`).
+    "fpu",
 ];
 /// Hostile-input scenarios that also run on Bochs' Intel `tigerlake` (IST with Intel
 /// semantics: SYSCALL from compatibility mode is #UD in hardware there) at 1 and 4 CPUs.
@@ -148,6 +150,7 @@ pub const FRED_SCENARIOS: &[&str] = &[
     "servers",
     "server_crash",
     "hazards",
+    "fpu",
 ];
 /// Scenarios run with FRED on and off at one CPU count each: `nesting` shows FRED's stack levels
 /// at work, a #DB inside the NMI handler running on the NMI's level-2 stack (with FRED off it

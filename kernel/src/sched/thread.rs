@@ -9,6 +9,7 @@ use super::process::Process;
 use super::queue::{least_loaded, RunQueue, SleepQueue};
 use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::entry::{self, vector};
+use crate::arch::x86_64::fpu::FpuState;
 use crate::arch::x86_64::user_segments::UserSegments;
 use crate::arch::x86_64::{apic, gdt, paging, percpu, smp};
 use crate::mm::kvm::KernelStack;
@@ -39,9 +40,12 @@ pub struct Thread {
     pub ipc: crate::ipc::ThreadIpc,
     /// How the thread ended (`abi::thread_exit`), for `thread_wait`.
     exit_status: core::sync::atomic::AtomicU64,
+    /// A user thread's x87/SSE/AVX registers while it is switched out (`None`: a kernel
+    /// thread, which has none).
+    fpu: UnsafeCell<Option<FpuState>>,
 }
 
-// SAFETY: `saved_rsp` and `user_segments` are only touched by the context switch on the
+// SAFETY: `saved_rsp`, `user_segments` and `fpu` are only touched by the context switch on the
 // thread's home CPU, with interrupts disabled; everything else is atomic or immutable.
 unsafe impl Sync for Thread {}
 unsafe impl Send for Thread {}
@@ -145,7 +149,15 @@ fn kick(cpu: usize) {
 }
 
 /// Builds a kernel stack whose first switch-in `ret`s to `first_entry` with `r12`/`r13` set.
-fn new_thread(process: Option<Arc<Process>>, cpu: Option<usize>, frame: Option<TrapFrame>, first_entry: u64, r12: u64, r13: u64) -> Option<Arc<Thread>> {
+fn new_thread(
+    process: Option<Arc<Process>>,
+    cpu: Option<usize>,
+    frame: Option<TrapFrame>,
+    fpu: Option<FpuState>,
+    first_entry: u64,
+    r12: u64,
+    r13: u64,
+) -> Option<Arc<Thread>> {
     let kstack = KernelStack::allocate().ok()?;
     let mut sp = kstack.top;
     if let Some(frame) = frame {
@@ -169,6 +181,7 @@ fn new_thread(process: Option<Arc<Process>>, cpu: Option<usize>, frame: Option<T
         user_segments: UnsafeCell::new(UserSegments::default()),
         ipc: Default::default(),
         exit_status: core::sync::atomic::AtomicU64::new(abi::thread_exit::EXITED),
+        fpu: UnsafeCell::new(fpu),
     }))
 }
 
@@ -185,7 +198,8 @@ pub fn spawn_user(process: &Arc<Process>, entry: u64, rsp: u64, args: [u64; 2], 
         ..Default::default()
     };
     process.thread_started();
-    let t = match new_thread(Some(process.clone()), cpu, Some(frame), entry::first_entry_to_user(), 0, 0) {
+    // Every new user thread starts from the initial FPU state, not from its CPU's registers.
+    let t = match FpuState::new().and_then(|fpu| new_thread(Some(process.clone()), cpu, Some(frame), Some(fpu), entry::first_entry_to_user(), 0, 0)) {
         Some(t) => t,
         None => {
             process.thread_ended(None);
@@ -199,7 +213,7 @@ pub fn spawn_user(process: &Arc<Process>, entry: u64, rsp: u64, args: [u64; 2], 
 
 /// A kernel thread running `f(arg)` on `cpu` (or the least-loaded CPU).
 pub fn spawn_kernel(f: extern "C" fn(u64), arg: u64, cpu: Option<usize>) -> Option<Arc<Thread>> {
-    let t = new_thread(None, cpu, None, kernel_thread_first_entry as *const () as u64, f as *const () as u64, arg)?;
+    let t = new_thread(None, cpu, None, None, kernel_thread_first_entry as *const () as u64, f as *const () as u64, arg)?;
     enqueue_new(t.clone());
     Some(t)
 }
@@ -327,9 +341,15 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
                 return switched_direct;
             }
         }
-        if let Some(p) = prev.as_ref().filter(|p| p.process.is_some()) {
-            // SAFETY: `p` was running here until now, so the live FS/GS state is its own.
-            unsafe { *p.user_segments.get() = UserSegments::save() };
+        if let Some(p) = prev.as_ref().filter(|p| p.process.is_some() && p.state() != State::Dead) {
+            // SAFETY: `p` was running here until now, so the live FS/GS and FPU state is its
+            // own; interrupts are off and only this switch touches its slots.
+            unsafe {
+                *p.user_segments.get() = UserSegments::save();
+                if let Some(fpu) = (*p.fpu.get()).as_mut() {
+                    fpu.save();
+                }
+            }
         }
         let save: *mut u64 = match &prev {
             Some(p) if p.state() == State::Dead => &mut s.discard_rsp,
@@ -346,7 +366,12 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
                         p.ran_on.insert(cpu);
                         // SAFETY: ring 0, interrupts off; `n` is not running anywhere, so its
                         // saved state is stable, and it holds selectors it could load itself.
-                        unsafe { (*n.user_segments.get()).restore() };
+                        unsafe {
+                            (*n.user_segments.get()).restore();
+                            if let Some(fpu) = (*n.fpu.get()).as_ref() {
+                                fpu.restore();
+                            }
+                        }
                         paging::switch_to(p.pml4());
                         p.load_io_ports(cpu);
                     }

@@ -59,6 +59,13 @@ fn cpu_has(leaf: u32, sub: u32, reg: usize, bit: u32) -> bool {
     let r = core::arch::x86_64::__cpuid_count(leaf, sub);
     [r.eax, r.ebx, r.ecx, r.edx][reg] & (1 << bit) != 0
 }
+/// QEMU's binary translator (its hypervisor CPUID leaf says `TCGTCGTCGTCG`): it neither raises
+/// #XM for unmasked SIMD exceptions nor checks MXCSR's reserved bits.
+fn qemu_tcg() -> bool {
+    let r = core::arch::x86_64::__cpuid_count(0x4000_0000, 0);
+    let tcg = u32::from_le_bytes(*b"TCGT");
+    r.ebx == tcg && r.ecx == u32::from_le_bytes(*b"CGTC") && r.edx == u32::from_le_bytes(*b"GTCG")
+}
 fn umip() -> bool {
     cpu_has(7, 0, 2, 2)
 }
@@ -477,7 +484,78 @@ fn segment_bases(seed: usize) {
     unsafe { asm!("wrfsbase {0}", "wrgsbase {0}", in(reg) 0u64) };
 }
 
+const MF: u8 = 16;
+const XM: u8 = 19;
+
+/// x87 and SSE run in ring 3 (CR0.EM clear, CR4.OSFXSR set, CR0.TS never set: no #NM).
+fn fpu_runs(_: usize) {
+    // SAFETY: touches only FPU/SIMD registers, which this soft-float program never uses.
+    unsafe { asm!("fld1", "fstp st(0)", "xorps xmm0, xmm0", "addps xmm0, xmm0", options(nomem, nostack)) };
+}
+
+/// An unmasked SIMD divide by zero: #XM.
+fn simd_divide_by_zero(_: usize) {
+    let mxcsr: u32 = 0x1f80 & !(1 << 9); // ZM cleared
+    // SAFETY: as above; the DIVSS faults.
+    unsafe {
+        asm!(
+            "ldmxcsr [{m}]", "xorps xmm1, xmm1", "mov eax, 0x3f800000", "movd xmm0, eax", "divss xmm0, xmm1",
+            m = in(reg) &mxcsr, out("eax") _, options(nostack),
+        )
+    };
+}
+
+/// An unmasked x87 divide by zero, reported at the next waiting x87 instruction: #MF.
+fn x87_divide_by_zero(_: usize) {
+    let fcw: u16 = 0x37f & !(1 << 2); // ZM cleared
+    // SAFETY: as above; FWAIT raises the pending #MF.
+    unsafe { asm!("fninit", "fldcw [{c}]", "fld1", "fldz", "fdivp", "fwait", c = in(reg) &fcw, options(nostack)) };
+}
+
+/// LDMXCSR with a reserved bit set: #GP(0) in ring 3.
+fn bad_mxcsr(_: usize) {
+    let mxcsr: u32 = 0x1f80 | 1 << 16;
+    // SAFETY: faults before changing anything.
+    unsafe { asm!("ldmxcsr [{m}]", m = in(reg) &mxcsr, options(nostack, readonly)) };
+}
+
+#[repr(C, align(64))]
+struct SaveImage([u8; 4096]);
+
+/// XRSTOR (or FXRSTOR without XSAVE) of a corrupt image: #GP(0) in ring 3, never in the kernel.
+fn corrupt_save_image(_: usize) {
+    let xsave = cpu_has(1, 0, 2, 27);
+    let mut img = SaveImage([0; 4096]);
+    if xsave {
+        img.0[512..520].copy_from_slice(&(1u64 << 9).to_le_bytes());
+    } else {
+        img.0[24..28].copy_from_slice(&(0x1f80u32 | 1 << 16).to_le_bytes());
+    }
+    // SAFETY: the restore reads `img` and faults on it (XSTATE_BV names PKRU, which XCR0 does
+    // not enable; for FXRSTOR, MXCSR has a reserved bit), so no register changes.
+    unsafe {
+        if xsave {
+            asm!("xrstor64 [{}]", in(reg) img.0.as_ptr(), in("eax") u32::MAX, in("edx") u32::MAX, options(nostack, readonly));
+        } else {
+            asm!("fxrstor64 [{}]", in(reg) img.0.as_ptr(), options(nostack, readonly));
+        }
+    }
+}
+
 const CASES: &[Case] = &[
+    Case { name: "x87 and SSE in ring 3", run: fpu_runs, expect: || Expect::Survives },
+    Case {
+        name: "SIMD divide by zero unmasked",
+        run: simd_divide_by_zero,
+        expect: || if qemu_tcg() { Expect::KilledOrSurvives(XM) } else { Expect::Killed(XM, None) },
+    },
+    Case { name: "x87 divide by zero unmasked", run: x87_divide_by_zero, expect: || Expect::Killed(MF, None) },
+    Case {
+        name: "ldmxcsr with a reserved bit",
+        run: bad_mxcsr,
+        expect: || if qemu_tcg() { Expect::KilledOrSurvives(GP) } else { Expect::Killed(GP, Some(0)) },
+    },
+    Case { name: "xrstor of a corrupt image", run: corrupt_save_image, expect: || Expect::Killed(GP, Some(0)) },
     Case { name: "int1 (icebp)", run: int1, expect: || Expect::Killed(DB, None) },
     Case { name: "int3", run: int3, expect: || Expect::Killed(BP, None) },
     Case { name: "int 0x80", run: int80, expect: || Expect::Killed(GP, Some(0x402)) },

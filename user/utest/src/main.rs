@@ -16,6 +16,8 @@ mod caps;
 #[cfg(target_os = "none")]
 mod faults;
 #[cfg(target_os = "none")]
+mod fpu;
+#[cfg(target_os = "none")]
 mod hazards;
 #[cfg(target_os = "none")]
 mod ipc;
@@ -62,6 +64,22 @@ mod program {
         Scenario {
             name: "hazards",
             run: crate::hazards::run,
+        },
+        Scenario {
+            name: "fpu_a",
+            run: || crate::fpu::run_pair(1),
+        },
+        Scenario {
+            name: "fpu_b",
+            run: || crate::fpu::run_pair(2),
+        },
+        Scenario {
+            name: "fpu_secret",
+            run: crate::fpu::run_secret,
+        },
+        Scenario {
+            name: "fpu_fresh",
+            run: crate::fpu::run_fresh,
         },
     ];
 

@@ -11,6 +11,8 @@ pub mod cea;
 pub mod cpu;
 pub mod entry;
 #[cfg(target_os = "none")]
+pub mod fpu;
+#[cfg(target_os = "none")]
 pub mod gdt;
 #[cfg(target_os = "none")]
 pub mod ioapic;

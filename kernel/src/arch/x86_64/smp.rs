@@ -110,6 +110,7 @@ extern "C" fn ap_entry(cpu: &MpCpu) -> ! {
     paging::load();
     let features = FEATURES.get().copied().unwrap_or_else(Features::read);
     cpu::enable_protections(&features);
+    super::fpu::init_this_cpu();
     let index = cpu.extra.load(Ordering::Acquire) as usize;
     let stack = cea::bring_up(index, cpu.lapic_id);
     super::run_on_stack(stack.top, ap_main, index)
