@@ -41,6 +41,14 @@ pub const EVENTS: &[(&str, &str)] = &[
         "ipc_call",
         "IPC call/reply to a thread on the same CPU (fastpath)",
     ),
+    (
+        "switch_yield",
+        "context switch: yield to a thread on the same CPU and back",
+    ),
+    (
+        "switch_yield_avx",
+        "the same, both threads with dirty AVX state (XSAVE writes YMM)",
+    ),
 ];
 
 /// One `BENCH <name> n=.. median=.. min=.. max=.. base=..` line.

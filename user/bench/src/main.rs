@@ -48,7 +48,7 @@ mod program {
 
     fn main(_arg: &str) -> i32 {
         println!("bench: unit: TSC ticks (on Bochs: retired instructions), baseline subtracted");
-        let runs: [(&str, Measure); 7] = [
+        let runs: [(&str, Measure); 9] = [
             ("syscall_null", syscall_null),
             ("int3", int3),
             ("page_fault", page_fault_resume),
@@ -56,6 +56,8 @@ mod program {
             ("timer", timer),
             ("nmi_self", nmi_self),
             ("ipc_call", ipc_call),
+            ("switch_yield", switch_yield),
+            ("switch_yield_avx", switch_yield_avx),
         ];
         let mut failed = 0;
         for (name, run) in runs {
@@ -360,5 +362,79 @@ mod program {
             return Err("calls did not take the fastpath both ways");
         }
         Ok(r)
+    }
+
+    static PARTNER_STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    static PARTNER_DIRTY: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    static PARTNER_YIELDS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+    /// Makes the AVX state non-initial: YMM15's upper half all ones (XSAVE must write it).
+    fn dirty_avx() {
+        // SAFETY: writes YMM15 only, which this soft-float program never uses otherwise.
+        unsafe { asm!("vpcmpeqb ymm15, ymm15, ymm15", options(nomem, nostack)) };
+    }
+
+    fn avx() -> bool {
+        let l1 = core::arch::x86_64::__cpuid_count(1, 0);
+        l1.ecx & (1 << 28) != 0 && l1.ecx & (1 << 27) != 0
+    }
+
+    /// Yields forever (until told to stop), on the bench thread's CPU.
+    fn partner(_: usize) {
+        if PARTNER_DIRTY.load(core::sync::atomic::Ordering::Acquire) {
+            dirty_avx();
+        }
+        while !PARTNER_STOP.load(core::sync::atomic::Ordering::Acquire) {
+            PARTNER_YIELDS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            let _ = sys::yield_now();
+        }
+    }
+
+    /// `yield` to a partner thread on the same CPU, which yields back: a round trip of two
+    /// context switches (and two system calls). With `dirty`, both threads' AVX state is in use,
+    /// so every switch saves and restores YMM as well (on Bochs XSAVE is one instruction
+    /// whatever it writes, so only a cycle count, under KVM, shows the price).
+    fn switch_round_trips(dirty: bool) -> Result<(Vec<i64>, i64), &'static str> {
+        use core::sync::atomic::Ordering;
+        if dirty && !avx() {
+            return Err("no AVX on this CPU");
+        }
+        let cpu = sys::cpu_id().map_err(|_| "cpu_id failed")?;
+        PARTNER_STOP.store(false, Ordering::Release);
+        PARTNER_DIRTY.store(dirty, Ordering::Release);
+        let tid = rt::thread::spawn(partner, 0, Some(cpu)).map_err(|_| "cannot start the partner thread")?;
+        let cap = rt::ipc::thread_cap(tid).map_err(|_| "thread_cap failed")?;
+        if dirty {
+            dirty_avx();
+        }
+        // Let the partner start.
+        let _ = sys::yield_now();
+        let before = PARTNER_YIELDS.load(Ordering::Relaxed);
+        let r = timed(N, |_, event| {
+            if event {
+                window!("mov eax, {nr}", "syscall"; nr = const nr::YIELD, out("rcx") _, out("r11") _)
+            } else {
+                window!("mov eax, {nr}"; nr = const nr::YIELD, out("rcx") _, out("r11") _)
+            }
+        });
+        let switched = PARTNER_YIELDS.load(Ordering::Relaxed) - before;
+        PARTNER_STOP.store(true, Ordering::Release);
+        let _ = rt::ipc::thread_wait(cap);
+        if dirty {
+            // SAFETY: back to the initial AVX upper state for the measurements after this one.
+            unsafe { asm!("vzeroupper", options(nomem, nostack)) };
+        }
+        if switched < N as u64 {
+            return Err("the yields did not switch to the partner");
+        }
+        Ok(r)
+    }
+
+    fn switch_yield() -> Result<(Vec<i64>, i64), &'static str> {
+        switch_round_trips(false)
+    }
+
+    fn switch_yield_avx() -> Result<(Vec<i64>, i64), &'static str> {
+        switch_round_trips(true)
     }
 }
