@@ -89,20 +89,26 @@ pub fn kernel_ist_event(frame: &mut TrapFrame, event: Event) {
 /// A system call. Only SYSCALL from 64-bit mode is the kernel's ABI; the other ways in are
 /// refused the way the hardware refuses them where it does: Intel raises #UD for SYSCALL
 /// outside 64-bit mode, and SYSENTER with IA32_SYSENTER_CS = 0 raises #GP(0).
+#[inline]
 pub fn syscall(frame: &mut TrapFrame, kind: SyscallKind) {
     match kind {
-        SyscallKind::Syscall64 => {
-            x86_64::instructions::interrupts::enable();
-            crate::syscall::dispatch(frame);
-            x86_64::instructions::interrupts::disable();
-        }
+        SyscallKind::Syscall64 => syscall64(frame),
         SyscallKind::SyscallCompat => kill_thread(frame, vector::UD, "#UD (SYSCALL from compatibility mode)", 0, 0),
         SyscallKind::Sysenter => kill_thread(frame, vector::GP, "#GP (SYSENTER)", 0, 0),
     }
 }
 
+/// SYSCALL from 64-bit mode: the system call, with interrupts on while it runs.
+#[inline(always)]
+pub fn syscall64(frame: &mut TrapFrame) {
+    x86_64::instructions::interrupts::enable();
+    crate::syscall::dispatch(frame);
+    x86_64::instructions::interrupts::disable();
+}
+
 /// On the way back to ring 3: end the thread if its process is being killed, and give the CPU
 /// away if the time slice is over.
+#[inline]
 pub fn before_user_return() {
     sched::before_user_return();
 }

@@ -40,6 +40,12 @@ impl SavedSs {
     pub fn long_mode(self) -> bool {
         self.0 & (1 << 57) != 0
     }
+    /// SYSCALL from 64-bit mode: what `decode` calls `Syscall(Syscall64)`, in one compare.
+    #[inline(always)]
+    pub fn is_syscall64(self) -> bool {
+        const MASK: u64 = 0xf << 48 | 0xff << 32 | 1 << 57;
+        self.0 & MASK == SavedSs::new(event_type::OTHER, OTHER_SYSCALL, true).0
+    }
     pub const fn new(event_type: u8, vector: u8, long_mode: bool) -> SavedSs {
         SavedSs((event_type as u64) << 48 | (vector as u64) << 32 | (long_mode as u64) << 57)
     }
@@ -140,6 +146,18 @@ mod tests {
         assert_eq!(decode(SavedSs::new(OTHER, 1, false), 0, 0), Event::Syscall(SyscallKind::SyscallCompat));
         assert_eq!(decode(SavedSs::new(OTHER, 2, true), 0, 0), Event::Syscall(SyscallKind::Sysenter));
         assert_eq!(decode(SavedSs::new(OTHER, 3, true), 0, 0), Event::Unexpected { event_type: OTHER, vector: 3 });
+    }
+
+    #[test]
+    fn the_syscall_shortcut_agrees_with_decode() {
+        for t in 0..16u8 {
+            for v in 0..=255u8 {
+                for lm in [false, true] {
+                    let ss = SavedSs(SavedSs::new(t, v, lm).0 | 0x1_0033 | 0xf << 60);
+                    assert_eq!(ss.is_syscall64(), decode(ss, 0, 0) == Event::Syscall(SyscallKind::Syscall64), "type {t} vector {v} lm {lm}");
+                }
+            }
+        }
     }
 
     #[test]

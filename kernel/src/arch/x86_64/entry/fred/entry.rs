@@ -46,6 +46,12 @@ fn decode(frame: &TrapFrame) -> Event {
 /// A FRED event from ring 3.
 extern "C" fn fred_user_event(frame: &mut TrapFrame) {
     crate::syscall::uaccess::clac_on_entry();
+    // The common case first, without the full decode: SYSCALL from 64-bit mode.
+    if SavedSs(frame.ss).is_syscall64() {
+        handlers::syscall64(frame);
+        handlers::before_user_return();
+        return;
+    }
     let event = decode(frame);
     handlers::user_event(frame, event);
     // Only the NMI's (or #MC's) own ERETU unblocks NMIs under FRED: such a frame must be
