@@ -13,7 +13,7 @@ pub const NAMES: &[&str] = &[
     // The same without instruction breakpoints (see `DebugSources::WatchOnly`).
     "ist_nesting_watch", "syscall_gap_watch", "nesting_watch",
     "bench",
-    "ipc", "caps", "servers", "server_crash", "hazards", "fpu", "fuzz",
+    "ipc", "caps", "servers", "server_crash", "hazards", "fpu", "fuzz", "bounded",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -77,6 +77,7 @@ pub fn run(name: &'static str) -> ! {
         "fpu" => fpu(),
         // The entry-hazard suite: every case states its outcome and utest checks each one.
         "hazards" => user_program("utest", "hazards", |_| Ok(())),
+        "bounded" => user_program("utest", "bounded", |_| Ok(())),
         "servers" | "server_crash" => servers(name),
         "fuzz" => crate::testing::fuzz::run(),
         // The FRED/IST comparison (`cargo xtask compare`): `bench` times each event's round trip,

@@ -117,6 +117,9 @@ pub const FUZZ_TIMEOUT: Duration = Duration::from_secs(180);
 pub const FUZZ_TCG: &str = "fuzz_seed=1 fuzz_count=10000";
 pub const FUZZ_BOCHS: &str = "fuzz_seed=1 fuzz_count=4000";
 pub const FUZZ_SMP: &[u32] = &[1, 4];
+/// Scenarios QEMU TCG runs at the CPU counts listed only: `bounded` times long system calls
+/// against a heartbeat on the same CPU (1) and on another one (4).
+pub const TCG_SOME_SMP_SCENARIOS: &[(&str, &[u32])] = &[("bounded", &[1, 4])];
 /// Scenarios that also run on Bochs' Intel model at 2 CPUs: SYSRET's ring-0 #GP on a
 /// non-canonical return is Intel behaviour QEMU's TCG does not reproduce. The breakpoint
 /// scenarios run there in their `_watch` form (write watchpoints only): Bochs built without its
@@ -310,6 +313,11 @@ pub fn matrix() -> Vec<Case> {
     for &smp in FUZZ_SMP {
         cases.push(Case { extra_cmdline: FUZZ_TCG, timeout: FUZZ_TIMEOUT, ..Case::new(Emulator::Qemu(Accel::Tcg), smp, "fuzz") });
     }
+    for &(scenario, counts) in TCG_SOME_SMP_SCENARIOS {
+        for &smp in counts {
+            cases.push(Case::new(Emulator::Qemu(Accel::Tcg), smp, scenario));
+        }
+    }
     // `entry=fred` where there is no FRED: the error, then IST.
     cases.push(Case { extra_cmdline: "entry=fred", ..Case::new(Emulator::Qemu(Accel::Tcg), 2, "boot") });
     cases.push(Case::new(Emulator::Qemu(Accel::Kvm), 4, "boot"));
@@ -406,6 +414,16 @@ mod tests {
                     "missing qemu-tcg smp={smp} {scenario}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn tcg_runs_the_partial_scenarios_at_their_cpu_counts_only() {
+        let cases = matrix();
+        for &(scenario, counts) in TCG_SOME_SMP_SCENARIOS {
+            let mut got: Vec<u32> = cases.iter().filter(|c| c.scenario == scenario).map(|c| c.smp).collect();
+            got.sort();
+            assert_eq!(got, counts, "{scenario}");
         }
     }
 

@@ -55,9 +55,19 @@ pub mod syscall {
     pub const THREAD_CREATE: u64 = 4;
     /// `cpu_id() -> index` of the CPU running the caller.
     pub const CPU_ID: u64 = 5;
-    /// `map(len) -> addr`: fresh zeroed read-write memory, `len` rounded up to pages.
+    /// `map(len) -> addr`: fresh zeroed read-write memory, `len` rounded up to pages (at most
+    /// 64 MiB per call; `NoMemory` once the process holds 4096 separate mapped ranges).
     pub const MAP: u64 = 6;
-    /// `unmap(addr, len)`: remove pages mapped by `map`.
+    /// `unmap(addr, len) -> done`: remove pages mapped by `map` in `[addr, addr + len)`
+    /// (page-aligned `addr` at or above `layout::USER_MAP_BASE`, `len` rounded up to pages).
+    ///
+    /// One call does a bounded amount of work, however long the range: it skips unmapped
+    /// space a page table at a time and frees at most a fixed number of pages (1024 today),
+    /// then returns `done`, the bytes from `addr` it has finished (`0 < done <= len`). The
+    /// whole range stops being `map` memory at the first call (an untouched page there now
+    /// faults); its pages are freed, and their physical memory returned, only up to
+    /// `addr + done`. Call again with `(addr + done, len - done)` until `done == len`
+    /// (`rt::sys::unmap` loops). `NoMemory`: cutting a hole would exceed the range limit.
     pub const UNMAP: u64 = 7;
     /// `process_exit(code) -> !`: end every thread of the caller's process.
     pub const PROCESS_EXIT: u64 = 8;

@@ -8,6 +8,7 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::phys::{self, PageTableFrames};
+use super::unmap_walk::{self, Budget, Entry, Freed, Progress};
 use crate::arch::x86_64::paging::{self, MapError};
 use abi::layout::USER_END;
 
@@ -125,25 +126,52 @@ impl AddressSpace {
         Ok(())
     }
 
-    /// Unmaps every mapped page in `[virt, virt+len)` and returns their frames. The caller
-    /// must flush the TLBs of every CPU that may run this space *before* freeing them: until
-    /// then another CPU may still write through a stale translation.
-    pub fn unmap(&mut self, virt: u64, len: u64) -> alloc::vec::Vec<u64> {
+    /// Unmaps what is mapped in `[virt, virt+len)`, a page table at a time, within `budget`
+    /// (see `unmap_walk`): every unmapped frame and emptied page table goes to `out`. The
+    /// caller must flush the TLBs of every CPU that may run this space *before* freeing them:
+    /// until then another CPU may still write through a stale translation, or walk a freed table.
+    pub fn unmap(&mut self, virt: u64, len: u64, budget: Budget, out: impl FnMut(Freed)) -> Progress {
         assert!(user_range_ok(virt, len));
-        let mut w = self.walker();
-        let mut frames = alloc::vec::Vec::new();
-        for off in (0..len).step_by(4096) {
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
-            if let Ok((frame, flush)) = w.unmap(page) {
-                flush.ignore(); // the shootdown flushes every CPU, this one included
-                frames.push(frame.start_address().as_u64());
-            }
-        }
-        frames
+        unmap_walk::unmap(&mut HhdmTables, self.pml4, virt, virt + len, budget, out)
     }
 
     pub fn is_mapped(&mut self, virt: u64) -> bool {
         self.walker().translate_addr(VirtAddr::new(virt)).is_some()
+    }
+}
+
+/// The lower half's page tables through the direct map, for `unmap_walk`.
+struct HhdmTables;
+
+impl HhdmTables {
+    fn table(table: u64) -> *mut PageTable {
+        phys::to_virt(table) as *mut PageTable
+    }
+}
+
+impl unmap_walk::Tables for HhdmTables {
+    fn read(&self, table: u64, level: u8, index: usize) -> Entry {
+        // SAFETY: `table` is a page table of the address space being walked (the root, or an
+        // entry's child), reachable through the HHDM; `AddressSpace::unmap` holds `&mut` to
+        // that space, so nothing else changes its lower half meanwhile.
+        let t: &PageTable = unsafe { &*Self::table(table) };
+        let e = &t[index];
+        let f = e.flags();
+        if !f.contains(F::PRESENT) {
+            Entry::Empty
+        } else if level == 1 {
+            Entry::Page(e.addr().as_u64())
+        } else if f.contains(F::HUGE_PAGE) {
+            Entry::Large
+        } else {
+            Entry::Table(e.addr().as_u64())
+        }
+    }
+
+    fn clear(&mut self, table: u64, index: usize) {
+        // SAFETY: as in `read`; this is the only reference to the table while it lives.
+        let t: &mut PageTable = unsafe { &mut *Self::table(table) };
+        t[index].set_unused();
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod frame;
 pub mod memmap;
 pub mod regions;
+pub mod unmap_walk;
 
 #[cfg(target_os = "none")]
 pub mod aspace;

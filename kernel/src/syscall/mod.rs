@@ -13,6 +13,8 @@ use core::sync::atomic::Ordering;
 use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::{apic, percpu, smp};
 use crate::mm::aspace::user_range_ok;
+use crate::mm::unmap_walk::{Budget, Freed};
+use alloc::vec::Vec;
 use crate::sched::{self, Process, Thread};
 use abi::layout::USER_STACK_TOP;
 use abi::{syscall as nr, Error};
@@ -129,25 +131,50 @@ fn map(process: &Process, len: u64) -> Result<u64, Error> {
         return Err(Error::NoMemory);
     }
     // Reserve only: each page is mapped, zeroed, when first touched (`Process::demand_fault`).
-    process.demand.lock().insert(addr, addr + len);
+    process.demand.lock().insert(addr, addr + len).map_err(|_| Error::NoMemory)?;
     // Leave an unreserved page between mappings so an overrun faults.
     *next = addr + len + 4096;
     Ok(addr)
 }
 
+/// What one `unmap` call may do before it returns partial progress: page-table entries read
+/// (at every level; an empty entry skips everything below it) and pages freed.
+const UNMAP_BUDGET: Budget = Budget { visits: 8192, pages: 1024 };
+
+/// `unmap(addr, len) -> bytes done`: the reservation of the whole range ends at once; the
+/// pages of `[addr, addr + done)` are freed. `done < len` when the budget ran out (see
+/// `abi::syscall::UNMAP`): the caller goes on from `addr + done`.
 fn unmap(process: &Process, addr: u64, len: u64) -> Result<u64, Error> {
-    let len = len.div_ceil(4096) * 4096;
+    let len = len.checked_next_multiple_of(4096).ok_or(Error::InvalidArgument)?;
     if !user_range_ok(addr, len) || addr < abi::layout::USER_MAP_BASE {
         return Err(Error::InvalidArgument);
     }
-    process.demand.lock().remove(addr, addr + len);
-    let frames = process.aspace.lock().unmap(addr, len);
-    // Free only once no CPU can still reach the pages through a stale TLB entry.
-    smp::tlb_shootdown(process.pml4(), addr, len, &process.ran_on);
-    for &f in &frames {
-        crate::mm::phys::free(f);
+    process.demand.lock().remove(addr, addr + len).map_err(|_| Error::NoMemory)?;
+    // Each freed table cost at least 512 visits (its own entries): the vector never grows.
+    let mut freed = Vec::new();
+    freed.try_reserve_exact(UNMAP_BUDGET.pages + UNMAP_BUDGET.visits / 512 + 1).map_err(|_| Error::NoMemory)?;
+    let (mut low, mut high) = (u64::MAX, 0);
+    let progress = process.aspace.lock().unmap(addr, len, UNMAP_BUDGET, |f| {
+        freed.push(match f {
+            Freed::Page { frame, virt } => {
+                (low, high) = (low.min(virt), high.max(virt + 4096));
+                frame
+            }
+            Freed::Table(table) => table,
+        })
+    });
+    // Free only once no CPU can still reach the pages through a stale TLB entry. Nothing was
+    // mapped: nothing can be cached. A freed page table may sit in paging-structure caches for
+    // any address it covered: flush everything then.
+    if progress.tables > 0 {
+        smp::tlb_shootdown(process.pml4(), 0, abi::layout::USER_END, &process.ran_on);
+    } else if progress.pages > 0 {
+        smp::tlb_shootdown(process.pml4(), low, high - low, &process.ran_on);
     }
-    Ok(frames.len() as u64)
+    for frame in freed {
+        crate::mm::phys::free(frame);
+    }
+    Ok(progress.next - addr)
 }
 
 fn exit_path_counts(out: u64) -> Result<u64, Error> {

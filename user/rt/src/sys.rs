@@ -137,13 +137,34 @@ pub fn map(len: usize) -> Result<*mut u8, Error> {
     Error::result(unsafe { raw::syscall1(nr::MAP, len as u64) }).map(|a| a as *mut u8)
 }
 
-/// Removes the pages of `addr..addr + len` (page-aligned, from [`map`]).
+/// Removes the pages of `addr..addr + len` (page-aligned, from [`map`]). The kernel does a
+/// bounded amount of work per call and says how far it got; this repeats the call until the
+/// whole range is done.
 ///
 /// # Safety
 /// Nothing may use those pages afterwards: no reference, no stack, no heap block in them.
 pub unsafe fn unmap(addr: *mut u8, len: usize) -> Result<(), Error> {
+    let rounded = (len as u64).checked_next_multiple_of(crate::PAGE_SIZE as u64);
+    let (mut at, mut left) = (addr as u64, rounded.ok_or(Error::InvalidArgument)?);
+    while left > 0 {
+        // SAFETY: the caller guarantees the pages are no longer used.
+        let done = Error::result(unsafe { unmap_step(at as *mut u8, left as usize) })?;
+        if done == 0 || done > left {
+            return Err(Error::InvalidArgument);
+        }
+        at += done;
+        left -= done;
+    }
+    Ok(())
+}
+
+/// One `unmap` system call: the raw result, the bytes done from `addr` or an error.
+///
+/// # Safety
+/// As [`unmap`].
+pub unsafe fn unmap_step(addr: *mut u8, len: usize) -> u64 {
     // SAFETY: the caller guarantees the pages are no longer used.
-    Error::result(unsafe { raw::syscall2(nr::UNMAP, addr as u64, len as u64) }).map(drop)
+    unsafe { raw::syscall2(nr::UNMAP, addr as u64, len as u64) }
 }
 
 /// How threads have left the kernel since boot, summed over all CPUs.

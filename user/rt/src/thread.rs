@@ -98,18 +98,27 @@ extern "C" fn thread_main(block: *const StartBlock) -> ! {
 /// # Safety
 /// `low..low + len` is the calling thread's stack and nothing will refer to it again.
 unsafe fn exit_freeing_stack(low: usize, len: usize) -> ! {
-    // SAFETY: between the two SYSCALLs nothing reads or writes the stack; an interrupt in
-    // between is taken on the kernel stack (TSS.RSP0), never on the user RSP. An UNMAP error
-    // cannot be reported without a stack and only leaks the pages.
+    // SAFETY: between the SYSCALLs nothing reads or writes the stack; an interrupt in
+    // between is taken on the kernel stack (TSS.RSP0), never on the user RSP. UNMAP may stop
+    // early and return the bytes done (RDI and RSI survive SYSCALL): go on from there. An
+    // error cannot be reported without a stack and only leaks the pages.
     unsafe {
         asm!(
+            "2:",
+            "mov eax, {unmap}",
             "syscall",
+            "test rax, rax",
+            "jle 3f",
+            "add rdi, rax",
+            "sub rsi, rax",
+            "ja 2b",
+            "3:",
             "mov eax, {thread_exit}",
             "xor edi, edi",
             "syscall",
             "ud2",
+            unmap = const UNMAP,
             thread_exit = const THREAD_EXIT,
-            in("rax") UNMAP,
             in("rdi") low,
             in("rsi") len,
             options(noreturn, nostack),

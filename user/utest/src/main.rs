@@ -12,6 +12,8 @@ fn main() {
 }
 
 #[cfg(target_os = "none")]
+mod bounded;
+#[cfg(target_os = "none")]
 mod caps;
 #[cfg(target_os = "none")]
 mod faults;
@@ -80,6 +82,10 @@ mod program {
         Scenario {
             name: "fpu_fresh",
             run: crate::fpu::run_fresh,
+        },
+        Scenario {
+            name: "bounded",
+            run: crate::bounded::run,
         },
     ];
 

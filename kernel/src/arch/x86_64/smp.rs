@@ -151,8 +151,13 @@ static SHOOTDOWN_PML4: AtomicU64 = AtomicU64::new(0);
 static SHOOTDOWN_RANGE: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
 static SHOOTDOWN_PENDING: CpuSet = CpuSet::new();
 
+/// Ranges longer than this many pages are flushed whole (a CR3 reload) instead of page by
+/// page: the IPI handler runs with interrupts off, so its work must not grow with the range.
+const FLUSH_PAGES_MAX: u64 = 32;
+
 /// Makes every CPU in `cpus` forget translations of `[start, start+len)` in address space
-/// `pml4`, and waits until they have. Called with interrupts enabled.
+/// `pml4` (all of them if the range is long), and waits until they have. Called with
+/// interrupts enabled.
 pub fn tlb_shootdown(pml4: u64, start: u64, len: u64, cpus: &CpuSet) {
     let _one_at_a_time = SHOOTDOWN_LOCK.lock();
     SHOOTDOWN_PML4.store(pml4, Ordering::Release);
@@ -176,6 +181,12 @@ fn flush_range(pml4: u64, start: u64, end: u64) {
     let (cr3, _) = x86_64::registers::control::Cr3::read_raw();
     if cr3.start_address().as_u64() != pml4 {
         return; // not loaded here: the next CR3 load flushes anyway
+    }
+    if (end - start) / 4096 > FLUSH_PAGES_MAX {
+        // Reloading CR3 drops every non-global translation and paging-structure cache entry
+        // (SDM Vol. 3A §4.10.4.1); user pages are never global.
+        x86_64::instructions::tlb::flush_all();
+        return;
     }
     for va in (start..end).step_by(4096) {
         x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
