@@ -8,6 +8,7 @@
 
 pub mod cmdline;
 pub mod ipc;
+pub mod klog_limit;
 pub mod mm;
 pub mod sched;
 

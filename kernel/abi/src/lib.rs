@@ -41,7 +41,10 @@ pub mod harness {
 /// `>= 0`, or a negated [`Error`] code. RCX and R11 are clobbered; every other register is
 /// preserved.
 pub mod syscall {
-    /// `log(ptr, len)`: write a line of UTF-8 to the console, tagged with the caller's pid.
+    /// `log(ptr, len) -> bytes`: write a line of UTF-8 (at most 512 bytes) to the kernel log,
+    /// tagged with the caller's name. Rate-limited per process (a burst of 64 lines, then 10
+    /// a second): a line over the limit is dropped, counted, and `log` returns 0; the kernel
+    /// reports the count before the process's next line.
     pub const LOG: u64 = 0;
     /// `yield()`: give the CPU to another ready thread.
     pub const YIELD: u64 = 1;

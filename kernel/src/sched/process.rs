@@ -5,10 +5,12 @@ use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
+use x86_64::instructions::interrupts::without_interrupts;
 
 use super::thread::{self, Thread};
 use crate::arch::x86_64::smp::CpuSet;
 use crate::mm::aspace::{AddressSpace, UserAccess};
+use crate::klog_limit::{Admit, LineBudget};
 use abi::layout::{USER_MAP_BASE, USER_STACK_SIZE, USER_STACK_TOP};
 
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
@@ -54,6 +56,8 @@ pub struct Process {
     exit_waiters: Mutex<Vec<Arc<Thread>>>,
     /// Whether it was started as a server (listed in READY).
     pub is_server: AtomicBool,
+    /// Its share of the kernel log (`user_log_allowed`); taken with interrupts off.
+    log_budget: Mutex<LineBudget>,
 }
 
 /// Why a program could not be started.
@@ -139,6 +143,7 @@ impl Process {
             exit_notify: Mutex::new(None),
             exit_waiters: Mutex::new(Vec::new()),
             is_server: AtomicBool::new(false),
+            log_budget: Mutex::new(LineBudget::new()),
         });
         {
             let mut table = process.caps.lock();
@@ -215,7 +220,12 @@ impl Process {
         }
         if left == 0 {
             self.finished.store(true, Ordering::Release);
-            log::info!("{} (pid {}) exited with code {}", self.name, self.pid, self.exit_code());
+            let dropped = without_interrupts(|| self.log_budget.lock().take_dropped());
+            if dropped != 0 {
+                log::info!("{} (pid {}) exited with code {} ({dropped} log lines dropped)", self.name, self.pid, self.exit_code());
+            } else {
+                log::info!("{} (pid {}) exited with code {}", self.name, self.pid, self.exit_code());
+            }
             crate::ipc::process_ended(self);
             self.io_ports.lock().clear();
             let notify = self.exit_notify.lock().take();
@@ -322,4 +332,27 @@ impl Process {
             thread::schedule();
         }
     }
+}
+
+/// Whether a kernel log line that `process` caused (its `log` call, a fault of its own the
+/// kernel reports or fixes up, a thread of it killed) may be printed now. Each process has a
+/// token bucket (`klog_limit`: a burst of 64 lines, then 10 a second); a line refused is
+/// counted, and the next line allowed is preceded by `pid N (name): M log lines dropped`.
+/// Safe in interrupt and exception handlers (not NMI): no allocation, its lock taken with
+/// interrupts off and never held across anything else.
+pub fn user_log_allowed(process: &Process) -> bool {
+    let now = crate::arch::x86_64::percpu::ticks_of(0);
+    match without_interrupts(|| process.log_budget.lock().admit(now)) {
+        Admit::No => false,
+        Admit::Yes { dropped: 0 } => true,
+        Admit::Yes { dropped } => {
+            log::warn!(target: "klog", "pid {} ({}): {dropped} log lines dropped", process.pid, process.name);
+            true
+        }
+    }
+}
+
+/// Log lines refused to `process` so far.
+pub fn user_log_dropped(process: &Process) -> u64 {
+    without_interrupts(|| process.log_budget.lock().dropped_total())
 }

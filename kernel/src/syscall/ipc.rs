@@ -300,7 +300,9 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
     };
     let image = crate::boot::module(&name).ok_or(Error::NotFound)?;
     let child = Process::spawn_with(&name, image, &arg, caps, cpu).map_err(|e| {
-        log::warn!("cannot start {name}: {e}");
+        if crate::sched::user_log_allowed(p) {
+            log::warn!("cannot start {name}: {e}");
+        }
         Error::InvalidArgument
     })?;
     *child.exit_notify.lock() = exit;

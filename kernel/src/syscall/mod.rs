@@ -101,6 +101,9 @@ fn log(process: &Process, ptr: u64, len: u64) -> Result<u64, Error> {
     let len = (len as usize).min(MAX_LOG);
     let mut buf = [0u8; MAX_LOG];
     uaccess::copy_from_user(&mut buf[..len], ptr)?;
+    if !sched::user_log_allowed(process) {
+        return Ok(0);
+    }
     let text = core::str::from_utf8(&buf[..len]).unwrap_or("<not UTF-8>");
     log::info!(target: process.name.as_str(), "{}", text.trim_end());
     Ok(len as u64)

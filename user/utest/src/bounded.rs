@@ -7,9 +7,12 @@
 //! spins reading the TSC and touches a fresh demand-paged page every millisecond, which takes
 //! the address-space lock the unmapping holds; it records the longest gap it saw. Times are
 //! measured in TSC ticks against a rate calibrated with `sleep_ms`.
+//!
+//! Last, the kernel-log rate limit: a flood of `log` calls gets a burst through and the rest
+//! refused (`log` returns 0), and after a pause lines pass again.
 
 use abi::layout::{USER_END, USER_MAP_BASE, USER_STACK_TOP};
-use abi::Error;
+use abi::{syscall as nr, Error};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use rt::{println, sys, thread};
 
@@ -24,6 +27,8 @@ const GAP_BOUND_MS: u64 = 750;
 const CALL_BOUND_MS: u64 = 250;
 /// Pages of the region the heartbeat touches, one a millisecond.
 const TOUCH_PAGES: u64 = 1024;
+/// Lines the kernel lets through back to back (`klog_limit::BURST`).
+const LOG_BURST: u64 = 64;
 
 static TSC_PER_MS: AtomicU64 = AtomicU64::new(1);
 static TOUCH_REGION: AtomicU64 = AtomicU64::new(0);
@@ -171,6 +176,36 @@ fn unmapper(_: usize) {
     STOP.store(true, Ordering::Release);
 }
 
+/// One `log` call: bytes logged (0: dropped by the rate limit).
+fn log_raw(line: &str) -> Result<u64, Error> {
+    // SAFETY: the kernel reads `line.len()` bytes at `line.as_ptr()`, borrowed for the call.
+    Error::result(unsafe { sys::raw::syscall2(nr::LOG, line.as_ptr() as u64, line.len() as u64) })
+}
+
+/// The rate limit: of a flood, at most a burst passes; after a pause, lines pass again.
+fn log_flood() {
+    let (mut passed, mut dropped) = (0u64, 0u64);
+    for _ in 0..300 {
+        match log_raw("bounded: flood") {
+            Ok(0) => dropped += 1,
+            Ok(_) => passed += 1,
+            Err(e) => {
+                fail(format_args!("log: {e:?}"));
+                return;
+            }
+        }
+    }
+    let _ = sys::sleep_ms(1000);
+    let after = log_raw("bounded: a line after a 1 s pause passes (the kernel said how many it dropped first)");
+    println!("bounded: log flood: {passed} of 300 lines passed, {dropped} dropped; after the pause: {after:?}");
+    if passed > LOG_BURST + 5 || dropped < 300 - LOG_BURST - 5 {
+        fail(format_args!("the log rate limit let {passed} of 300 lines through"));
+    }
+    if !matches!(after, Ok(n) if n > 0) {
+        fail(format_args!("no line passed after the pause: {after:?}"));
+    }
+}
+
 pub fn run() -> i32 {
     let cpus = sys::cpu_count().unwrap_or(1);
     let start = tsc();
@@ -193,6 +228,7 @@ pub fn run() -> i32 {
     if touched == 0 || gap > GAP_BOUND_MS * TSC_PER_MS.load(Ordering::Relaxed) {
         fail(format_args!("the heartbeat stalled for {} us (bound {GAP_BOUND_MS} ms)", us(gap)));
     }
+    log_flood();
     let failures = FAILURES.load(Ordering::Relaxed);
     println!("bounded: {failures} failures");
     i32::from(failures != 0)
