@@ -429,6 +429,11 @@ pub mod ipc {
         pub recv_cap_len: u64,
         /// Written by the kernel: bytes received (truncated to `recv_cap_len`; the excess
         /// is dropped and `recv_truncated` set), and the received capability's new handle.
+        ///
+        /// These three fields must be writable: `recv`, `call` and `reply_recv` clear them
+        /// first and fail with `BadAddress`, before anything is sent or received, if they
+        /// cannot. A receive that fails later (the receive buffer faults) has consumed the
+        /// message: its bytes and capability are dropped and no handle is added.
         pub recv_len: u64,
         pub recv_cap: u64,
         pub recv_truncated: u64,

@@ -91,8 +91,36 @@ fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Opti
     Ok((msg, Some(t)))
 }
 
+/// Where the fields the kernel writes on a receive (`recv_len`, `recv_cap`, `recv_truncated`)
+/// sit in a transfer block.
+const RECEIVED_AT: u64 = core::mem::offset_of!(Transfer, recv_len) as u64;
+const _: () = assert!(
+    core::mem::offset_of!(Transfer, recv_cap) as u64 == RECEIVED_AT + 8
+        && core::mem::offset_of!(Transfer, recv_truncated) as u64 == RECEIVED_AT + 16
+        && core::mem::size_of::<Transfer>() as u64 == RECEIVED_AT + 24
+);
+
+fn write_received(xfer: u64, t: &Transfer) -> Result<(), Error> {
+    write_struct(xfer.checked_add(RECEIVED_AT).ok_or(Error::BadAddress)?, &[t.recv_len, t.recv_cap, t.recv_truncated])
+}
+
+/// Before a receive takes a message: the transfer block must take the result. Clearing its
+/// received fields now refuses a read-only (or vanished) block while the message still waits
+/// in the endpoint, instead of after it was taken.
+fn prepare_receive(xfer: u64) -> Result<(), Error> {
+    if xfer == 0 {
+        return Ok(());
+    }
+    write_received(xfer, &Transfer::default())
+}
+
 /// Puts a received message in the caller's registers (and its transfer block, if any).
-fn incoming(p: &Process, frame: &mut TrapFrame, msg: Message, t: Option<Transfer>) -> Result<u64, Error> {
+///
+/// A receive that fails here (the buffer or the block became unwritable after
+/// `prepare_receive`) returns `BadAddress` and leaves nothing behind: the message is consumed,
+/// its bytes and capability dropped, and no handle is added to the receiver's table. (The
+/// sender keeps its own capability: the message carried a derived copy.)
+fn incoming(p: &Process, frame: &mut TrapFrame, mut msg: Message, t: Option<Transfer>) -> Result<u64, Error> {
     [frame.rsi, frame.rdx, frame.r10, frame.r8] = msg.words;
     let Some(mut t) = t else {
         // No transfer block: a buffer or capability sent along is dropped, and said so.
@@ -102,11 +130,19 @@ fn incoming(p: &Process, frame: &mut TrapFrame, msg: Message, t: Option<Transfer
     uaccess::copy_to_user(t.recv_buf, &msg.data[..n])?;
     t.recv_len = n as u64;
     t.recv_truncated = (msg.data.len() > n) as u64;
-    t.recv_cap = match msg.cap {
-        Some(c) if c.is_valid() => p.caps.lock().insert(c).unwrap_or(NO_CAP),
+    // The handle is written while the table is locked, so that no thread of the receiver sees
+    // it before it is known to have reached the block, and it is taken back if it did not.
+    let mut table = p.caps.lock();
+    t.recv_cap = match msg.cap.take() {
+        Some(c) if c.is_valid() => table.insert(c).unwrap_or(NO_CAP),
         _ => NO_CAP,
     };
-    write_struct(frame.r9, &t)?;
+    if let Err(e) = write_received(frame.r9, &t) {
+        if t.recv_cap != NO_CAP {
+            let _ = table.delete(t.recv_cap);
+        }
+        return Err(e);
+    }
     Ok(msg.badge)
 }
 
@@ -144,12 +180,14 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
         nr::CALL => (|| {
             let (ep, badge) = endpoint(p, a[0], Rights::SEND)?;
             let (msg, t) = outgoing(p, frame, badge)?;
+            prepare_receive(frame.r9)?;
             let reply = ep.call(me, msg)?;
             incoming(p, frame, reply, t).map(|_| 0)
         })(),
         nr::RECV => (|| {
             let (ep, _) = endpoint(p, a[0], Rights::RECV)?;
             let t = if frame.r9 != 0 { Some(read_struct::<Transfer>(frame.r9)?) } else { None };
+            prepare_receive(frame.r9)?;
             let msg = ep.recv(me)?;
             incoming(p, frame, msg, t)
         })(),
@@ -160,6 +198,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
         nr::REPLY_RECV => (|| {
             let (ep, _) = endpoint(p, a[0], Rights::RECV)?;
             let (msg, t) = outgoing(p, frame, 0)?;
+            prepare_receive(frame.r9)?;
             // A reply that cannot be delivered (the caller died) does not stop the server
             // loop: it receives the next message all the same.
             let (_replied, received) = ipc::reply_recv(me, &ep, msg);

@@ -1,9 +1,12 @@
 //! `test=caps`: every way a handle can be wrong is refused with the right error, and nothing
 //! else is affected: forged and stale handles, missing rights, rights that cannot be widened,
 //! a grant without the GRANT right, revocation of a passed-on capability, a handle of the
-//! wrong kind, and a bad transfer block.
+//! wrong kind, and bad transfer blocks: one the kernel cannot read, and one it can read but
+//! not write (a receive into it must fail without adding anything to the table or losing the
+//! message).
 
 use abi::cap::{Kind, Rights};
+use abi::ipc::Transfer;
 use abi::Error;
 use core::sync::atomic::{AtomicU64, Ordering};
 use rt::ipc;
@@ -12,6 +15,83 @@ use rt::{println, sys};
 /// The endpoint the helper thread receives on, and what it received.
 static EP: AtomicU64 = AtomicU64::new(0);
 static RECEIVED_CAP: AtomicU64 = AtomicU64::new(0);
+/// The endpoint the sender thread sends a capability on, what it sends, and how it went.
+static EP2: AtomicU64 = AtomicU64::new(0);
+static SENT_CAP: AtomicU64 = AtomicU64::new(0);
+static SENT: AtomicU64 = AtomicU64::new(0);
+
+/// A transfer block in the read-only data segment: readable, never writable. (A non-zero
+/// field keeps it out of `.bss`.)
+static READ_ONLY_XFER: Transfer = Transfer {
+    send_buf: 0,
+    send_len: 0,
+    send_cap: 0,
+    send_rights: 0,
+    _pad: 0x5eed,
+    recv_buf: 0,
+    recv_cap_len: 0,
+    recv_len: 0,
+    recv_cap: 0,
+    recv_truncated: 0,
+};
+
+fn sender(_: usize) {
+    let mut t = ipc::transfer(&[], Some((SENT_CAP.load(Ordering::Acquire), Rights::SEND)), &mut []);
+    let r = ipc::send(EP2.load(Ordering::Acquire), [7, 0, 0, 0], Some(&mut t));
+    SENT.store(if r.is_ok() { 1 } else { 2 }, Ordering::Release);
+}
+
+/// Receives into a transfer block the kernel cannot write, 100 times, while a message with a
+/// capability waits: every receive fails, the table gains no entry, and the message is then
+/// received whole by a proper receive.
+fn read_only_transfer_block(f: &mut i32) {
+    let Ok(ep2) = ipc::endpoint_create() else { return *f += 1 };
+    let passed = ipc::cap_derive(ep2, Rights::SEND | Rights::GRANT, 0).unwrap_or(0);
+    EP2.store(ep2, Ordering::Release);
+    SENT_CAP.store(passed, Ordering::Release);
+    if rt::thread::spawn(sender, 0, None).is_err() {
+        println!("utest caps: cannot start the sender thread");
+        *f += 1;
+        return;
+    }
+    // The lowest free slot: where a wrongly inserted capability would land.
+    let probe = ipc::notification_create().unwrap_or(0);
+    let _ = ipc::cap_delete(probe);
+    let xfer = &READ_ONLY_XFER as *const Transfer as u64;
+    let mut refused = 0;
+    for _ in 0..100 {
+        refused += (sys_recv_with_xfer(ep2, xfer) == Err(Error::BadAddress)) as u32;
+    }
+    check(&mut *f, "100 receives into a read-only transfer block fail", if refused == 100 { Ok(()) } else { Err(Error::InvalidArgument) }, Ok(()));
+    let after = ipc::notification_create().unwrap_or(0);
+    check(
+        &mut *f,
+        "... and add nothing to the receiver's table",
+        if after & 0xffff == probe & 0xffff { Ok(()) } else { Err(Error::NoMemory) },
+        Ok(()),
+    );
+    let _ = ipc::cap_delete(after);
+    let mut t = ipc::transfer(&[], None, &mut []);
+    let got = ipc::recv(ep2, Some(&mut t));
+    check(
+        &mut *f,
+        "... and lose no message: a proper receive then gets it with its capability",
+        match got {
+            Ok((_, [7, ..])) if ipc::cap_info(t.recv_cap) == Ok((Kind::Endpoint as u32, Rights::SEND)) => Ok(()),
+            _ => Err(Error::InvalidArgument),
+        },
+        Ok(()),
+    );
+    let _ = ipc::cap_delete(t.recv_cap);
+    while SENT.load(Ordering::Acquire) == 0 {
+        let _ = sys::yield_now();
+    }
+    check(&mut *f, "the sender's send completed", if SENT.load(Ordering::Acquire) == 1 { Ok(()) } else { Err(Error::PeerDied) }, Ok(()));
+    check(&mut *f, "the sender still holds its own capability", ipc::cap_info(passed), Ok(()));
+    check(&mut *f, "a call with a read-only transfer block fails before it is sent", sys_call_with_xfer(ep2, xfer), Err(Error::BadAddress));
+    let _ = ipc::cap_delete(passed);
+    let _ = ipc::cap_delete(ep2);
+}
 
 fn receiver(_: usize) {
     let ep = EP.load(Ordering::Acquire);
@@ -82,6 +162,7 @@ pub fn run() -> i32 {
     check(&mut f, "I/O ports without a capability", ipc::ioport_enable(ep), Err(Error::BadHandle));
     // A bad transfer block is refused before anything is sent.
     check(&mut f, "transfer block at a kernel address", sys_call_with_xfer(ep, 0xffff_8000_0000_0000), Err(Error::BadAddress));
+    read_only_transfer_block(&mut f);
     // Grant: passing a capability needs GRANT on it.
     EP.store(ep, Ordering::Release);
     let no_grant = ipc::cap_derive(ep, Rights::SEND, 0).unwrap_or(0);
@@ -142,4 +223,17 @@ fn assert_exited(e: abi::thread_exit::ThreadExit) {
         println!("utest caps: FAIL the receiver thread ended as {e:?}, not by exiting");
         rt::sys::process_exit(1);
     }
+}
+
+/// A `recv` whose transfer block pointer is `xfer` (one the kernel cannot write).
+fn sys_recv_with_xfer(ep: u64, xfer: u64) -> Result<u64, Error> {
+    let rax: u64;
+    // SAFETY: the kernel may only read the block; the message registers are declared
+    // clobbered.
+    unsafe {
+        core::arch::asm!("syscall", inlateout("rax") abi::syscall::RECV => rax, in("rdi") ep,
+            inout("rsi") 0u64 => _, inout("rdx") 0u64 => _, inout("r10") 0u64 => _, inout("r8") 0u64 => _,
+            in("r9") xfer, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    Error::result(rax)
 }
