@@ -6,7 +6,10 @@
 //!   check that each client's lines appear whole and in order);
 //! - crash: one good call, then asks echo to crash with the call open: the call must fail with
 //!   `PeerDied`, and so must the next call on the dead endpoint;
-//! - slow: one call that echo answers late; init kills the client while it waits.
+//! - slow: one call that echo answers late; init kills the client while it waits;
+//! - hostile: tries to register its own endpoint as `echo` and under a new name, also through
+//!   a copy of its name capability it badged itself; every attempt must be refused
+//!   (`NoRights`), and `echo` must still answer as echo.
 //!
 //! Start capabilities: `initial(0)` the name service (SEND), `initial(1)` the console (SEND).
 #![cfg_attr(target_os = "none", no_std)]
@@ -20,6 +23,7 @@ fn main() {
 
 #[cfg(target_os = "none")]
 mod program {
+    use abi::cap::Rights;
     use abi::Error;
     use rt::ipc::{self, initial};
     use rt::proto::{echo, name};
@@ -60,10 +64,44 @@ mod program {
         Ok(())
     }
 
+    /// REGISTER `what` with a fresh endpoint of ours through `name_cap`.
+    fn register(name_cap: u64, what: &str) -> Result<(), Error> {
+        let ep = ipc::endpoint_create()?;
+        let mut t = ipc::transfer(what.as_bytes(), Some((ep, Rights::SEND | Rights::GRANT)), &mut []);
+        let r = ipc::call(name_cap, [name::REGISTER, 0, 0, 0], Some(&mut t)).and_then(|r| Error::result(r[0]).map(drop));
+        let _ = ipc::cap_delete(ep);
+        r
+    }
+
+    fn hostile(id: &str) -> i32 {
+        let mut failed = 0;
+        let mut expect = |what: &str, got: Result<(), Error>, want: Result<(), Error>| {
+            let ok = got == want;
+            failed += i32::from(!ok);
+            println!("client-{id}: {what} -> {got:?}{}", if ok { "" } else { ", FAIL" });
+        };
+        expect("register my endpoint as echo", register(NAME, "echo"), Err(Error::NoRights));
+        expect("register a new name", register(NAME, "intruder"), Err(Error::NoRights));
+        // Our capability carries the lookup-only badge; a copy cannot take echo's badge.
+        let minted = ipc::cap_derive(NAME, Rights::SEND, name::register_badge(b"echo")).unwrap_or(NAME);
+        expect("register as echo through a self-badged copy", register(minted, "echo"), Err(Error::NoRights));
+        expect("look up the name that was refused", lookup("intruder").map(drop), Err(Error::NotFound));
+        let echo_answers = lookup("echo").map_err(|_| Error::NotFound).and_then(|ep| {
+            let r = echo_once(ep, 3).map_err(|_| Error::InvalidArgument);
+            let _ = ipc::cap_delete(ep);
+            r
+        });
+        expect("echo still answers as echo", echo_answers, Ok(()));
+        i32::from(failed != 0)
+    }
+
     fn main(arg: &str) -> i32 {
         rt::console::set(CONSOLE, "client");
         let id = field(arg, "id").unwrap_or("?");
         let cpu = sys::cpu_id().unwrap_or(usize::MAX);
+        if arg.split_whitespace().any(|w| w == "hostile") {
+            return hostile(id);
+        }
         let ep = match lookup("echo") {
             Ok(ep) => ep,
             Err(e) => {

@@ -6,8 +6,12 @@
 //! |-----------|--------------------------------------------------------|
 //! | `console` | COM1 ports, COM1 IRQ, kernel log, bootstrap (SEND)     |
 //! | `name`    | bootstrap (SEND), console (SEND)                       |
-//! | `echo`    | name (SEND), console (SEND)                            |
-//! | `client`s | name (SEND), console (SEND)                            |
+//! | `echo`    | name (SEND, may register "echo"), console (SEND)       |
+//! | `client`s | name (SEND, lookups only), console (SEND)              |
+//!
+//! The right to register a name is the badge of the name capability (`rt::proto::name`):
+//! init keeps the only unbadged copy and gives everyone a badged one, a server the badge of
+//! its own name, a client the lookup-only badge.
 //!
 //! Each server creates its own service endpoint and sends it to init on the bootstrap
 //! endpoint. When `echo` has registered with `name`, init tells the kernel the servers are up
@@ -45,7 +49,10 @@ mod program {
     struct Servers {
         exits: u64,
         console: u64,
+        /// init's own (unbadged) name capability.
         name: u64,
+        /// What clients get: lookups only.
+        name_lookup: u64,
         echo_process: u64,
     }
 
@@ -80,7 +87,11 @@ mod program {
         rt::console::set(console, "init");
         spawn("name", "name", &[boot_send, console], None, Some((exits, NAME_BIT)))?;
         let name = hello(boot_ep, boot::NAME)?;
-        let echo_process = spawn("echo", "echo", &[name, console], None, Some((exits, ECHO_BIT)))?;
+        // Spawning passes only what has GRANT; the child gets it without.
+        let name_echo = ipc::cap_derive(name, Rights::SEND | Rights::GRANT, name::register_badge(b"echo"))?;
+        let name_lookup = ipc::cap_derive(name, Rights::SEND | Rights::GRANT, name::LOOKUP_ONLY)?;
+        let echo_process = spawn("echo", "echo", &[name_echo, console], None, Some((exits, ECHO_BIT)))?;
+        let _ = ipc::cap_delete(name_echo);
         // echo is up when it has registered.
         let mut tries = 0;
         let echo_ep = loop {
@@ -97,7 +108,7 @@ mod program {
             }
         };
         let _ = ipc::cap_delete(echo_ep);
-        Ok(Servers { exits, console, name, echo_process })
+        Ok(Servers { exits, console, name, name_lookup, echo_process })
     }
 
     /// One client per CPU (pinned), `calls` echo calls each; true if all passed.
@@ -106,7 +117,7 @@ mod program {
         let n = cpus.min(clients.len());
         for (cpu, c) in clients.iter_mut().enumerate().take(n) {
             let arg = ArgBuf::format(format_args!("id={cpu} calls={calls}"));
-            match spawn("client", arg.as_str(), &[s.name, s.console], Some(cpu), None) {
+            match spawn("client", arg.as_str(), &[s.name_lookup, s.console], Some(cpu), None) {
                 Ok(p) => *c = p,
                 Err(_) => return false,
             }
@@ -127,7 +138,7 @@ mod program {
     /// Kills a client while its call to echo is open: echo's late reply must fail (and be
     /// counted), and echo must go on serving.
     fn kill_caller(s: &Servers, cpu: usize) -> bool {
-        let Ok(victim) = spawn("client", "id=victim slow", &[s.name, s.console], Some(cpu), None) else { return false };
+        let Ok(victim) = spawn("client", "id=victim slow", &[s.name_lookup, s.console], Some(cpu), None) else { return false };
         let _ = sys::sleep_ms(100);
         let _ = ipc::process_kill(victim, 9);
         let code = ipc::process_wait(victim);
@@ -146,10 +157,19 @@ mod program {
         false
     }
 
+    /// A client that tries to take over `echo`'s name, and to register one of its own: both
+    /// must be refused, and echo must still be what the name service hands out.
+    fn hostile(s: &Servers, cpu: usize) -> bool {
+        let Ok(client) = spawn("client", "id=hostile hostile", &[s.name_lookup, s.console], Some(cpu), None) else { return false };
+        let ok = matches!(ipc::process_wait(client), Ok(0));
+        println!("a hostile client's registrations {}", if ok { "were refused" } else { "were NOT all refused: FAILED" });
+        ok
+    }
+
     /// Asks echo to crash in the middle of a call from a client: the client must get an
     /// error return and init must see echo end.
     fn crash_echo(s: &Servers, cpu: usize) -> bool {
-        let Ok(client) = spawn("client", "id=crash crash", &[s.name, s.console], Some(cpu), None) else { return false };
+        let Ok(client) = spawn("client", "id=crash crash", &[s.name_lookup, s.console], Some(cpu), None) else { return false };
         let client_ok = matches!(ipc::process_wait(client), Ok(0));
         let bits = ipc::notify_wait(s.exits).unwrap_or(0);
         let code = ipc::process_wait(s.echo_process);
@@ -176,9 +196,11 @@ mod program {
         }
         println!("console, name and echo up; {cpus} CPUs");
         let ok = match test {
-            Some("server_crash") => kill_caller(&servers, cpus - 1) && crash_echo(&servers, cpus - 1),
+            Some("server_crash") => {
+                kill_caller(&servers, cpus - 1) && hostile(&servers, cpus - 1) && crash_echo(&servers, cpus - 1)
+            }
             Some("fuzz") => fuzz::run(&servers, cpus, arg),
-            Some(_) => run_clients(&servers, cpus, 40),
+            Some(_) => run_clients(&servers, cpus, 40) && hostile(&servers, cpus - 1),
             None => {
                 let clients = run_clients(&servers, cpus, 20);
                 let workers = workers::run_one_per_cpu(cpus);

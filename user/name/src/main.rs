@@ -1,6 +1,12 @@
 //! name: the name service. Servers register an endpoint under a name; clients look it up and
 //! get a copy of the endpoint capability (SEND and GRANT) in the reply.
 //!
+//! Registering needs authority (`rt::proto::name`): the badge of the caller's capability must
+//! be `register_badge(name)`, which only init mints, one per server for its own name. Anyone
+//! else, and anyone under another name, is refused with `NoRights`, so no client can take a
+//! server's name and receive its clients' calls. The holder of a name may register it again
+//! (a restarted server), replacing its endpoint.
+//!
 //! Start capabilities: `initial(0)` init's bootstrap endpoint (SEND), `initial(1)` the
 //! console (SEND).
 #![cfg_attr(target_os = "none", no_std)]
@@ -51,7 +57,7 @@ mod program {
             };
             let mut t = ipc::transfer(&[], (cap != 0).then_some((cap, Rights::SEND | Rights::GRANT)), &mut buf);
             let received = ipc::serve(ep, previous, Some(&mut t));
-            let Ok((_badge, m)) = received else { continue };
+            let Ok((badge, m)) = received else { continue };
             let name = &buf[..(t.recv_len as usize).min(MAX_NAME)];
             let status = |e: Error| ([e.to_raw(), 0, 0, 0], 0);
             reply = Some(match m[0] {
@@ -60,8 +66,13 @@ mod program {
                     let _ = ipc::cap_delete(t.recv_cap);
                     status(Error::InvalidArgument)
                 }
+                REGISTER if badge != register_badge(name) => {
+                    // Quietly: a client must not be able to flood the console through us.
+                    let _ = ipc::cap_delete(t.recv_cap);
+                    status(Error::NoRights)
+                }
                 REGISTER => {
-                    // A new registration under an existing name replaces it.
+                    // Only the name's holder gets here: its new registration replaces the old.
                     let slot = table.iter().position(|e| e.is_some_and(|e| &e.name[..e.len] == name));
                     match slot.or_else(|| table.iter().position(Option::is_none)) {
                         Some(i) => {

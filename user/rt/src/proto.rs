@@ -18,6 +18,13 @@ pub mod console {
 }
 
 /// `name`: a directory of endpoints by name.
+///
+/// Anyone holding the service endpoint may look names up; registering a name needs the
+/// authority for it, carried by the badge of the caller's capability. init derives each
+/// server's capability with the badge [`register_badge`] of the name it may register, and
+/// every other one (clients) with [`LOOKUP_ONLY`], so that nobody it starts holds an
+/// unbadged copy from which to mint a badge of its own (a badge, once set, is fixed). The
+/// name server refuses a registration whose badge does not match the name (`NoRights`).
 pub mod name {
     /// `[REGISTER]` with the name as the buffer and the endpoint as the capability.
     pub const REGISTER: u64 = 1;
@@ -25,6 +32,37 @@ pub mod name {
     pub const LOOKUP: u64 = 2;
     /// Longest name.
     pub const MAX_NAME: usize = 32;
+    /// The badge of a capability that may look names up and register none.
+    pub const LOOKUP_ONLY: u64 = 1;
+
+    /// The badge that allows registering `name`: its 64-bit FNV-1a hash with bit 62 set (so
+    /// never 0, unbadged, nor [`LOOKUP_ONLY`]) and bit 63 clear (a receive returns the badge
+    /// in RAX, where a negative value means an error).
+    pub const fn register_badge(name: &[u8]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut i = 0;
+        while i < name.len() {
+            h ^= name[i] as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            i += 1;
+        }
+        (h & !(1 << 63)) | 1 << 62
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn registration_badges_are_never_a_lookup_badge_and_differ_by_name() {
+            for name in [&b""[..], b"echo", b"console", b"name", b"echo2", b"ehco"] {
+                let b = register_badge(name);
+                assert!(b != 0 && b != LOOKUP_ONLY && (b as i64) > 0, "{name:?}");
+            }
+            assert_ne!(register_badge(b"echo"), register_badge(b"ehco"));
+            assert_ne!(register_badge(b"echo"), register_badge(b"echo\0"));
+        }
+    }
 }
 
 /// `echo`: the test server.
