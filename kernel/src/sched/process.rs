@@ -192,6 +192,11 @@ impl Process {
         self.pml4
     }
 
+    /// The flag `is_killed` reads, for the per-CPU fast check (`PerCpu::current_killed`).
+    pub fn killed_flag(&self) -> &AtomicBool {
+        &self.killed
+    }
+
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
     }

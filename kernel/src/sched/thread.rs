@@ -356,6 +356,10 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
             Some(p) => p.saved_rsp.get(),
             None => &mut s.idle_rsp,
         };
+        me.current_killed.store(
+            next.as_ref().and_then(|n| n.process.as_ref()).map_or(core::ptr::null_mut(), |p| p.killed_flag() as *const _ as *mut _),
+            Ordering::Relaxed,
+        );
         let next_rsp = match &next {
             Some(n) => {
                 n.set_state(State::Running);
@@ -532,14 +536,18 @@ pub fn exit_current() -> ! {
 /// On the way back to user space: end the thread if its process is being killed, and give
 /// the CPU away if the time slice is over.
 pub fn before_user_return() {
-    if let Some(cur) = current() {
-        if cur.process.as_ref().is_some_and(|p| p.is_killed()) {
+    let me = percpu::this();
+    let killed = me.current_killed.load(Ordering::Relaxed);
+    // SAFETY: a non-null pointer is the running thread's process's flag: the thread holds an
+    // Arc of that process while it runs, and the switch resets the pointer before it stops.
+    if !killed.is_null() && unsafe { (*killed).load(Ordering::Acquire) } {
+        if let Some(cur) = current() {
             cur.set_exit_status(abi::thread_exit::PROCESS_ENDED);
             drop(cur);
             exit_current();
         }
     }
-    if percpu::this().need_resched.load(Ordering::Relaxed) {
+    if me.need_resched.load(Ordering::Relaxed) {
         schedule();
     }
 }

@@ -4,7 +4,7 @@
 //! `mov rax, gs:[0]` yields a normal pointer. Fields other CPUs read (tick counts, for the
 //! timer scenario) are atomics.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use x86_64::registers::model_specific::GsBase;
 
 use super::cea;
@@ -33,6 +33,10 @@ pub struct PerCpu {
     pub bad_iret_kills: AtomicU64,
     /// Set by the timer when the running thread's time slice is used up.
     pub need_resched: AtomicBool,
+    /// The running user thread's process's `killed` flag (null while a kernel thread or the
+    /// idle loop runs), so the way back to ring 3 checks it without locking the scheduler.
+    /// Written only by the context switch, with interrupts off.
+    pub current_killed: AtomicPtr<AtomicBool>,
     /// Atomic-IST entries completed by a nested entry on their behalf.
     pub aist_proxied: AtomicU64,
     /// Why an atomic-IST entry gave up (forcing #DF); 0 if none did.
@@ -74,6 +78,7 @@ impl PerCpu {
                 iret_exits: AtomicU64::new(0),
                 bad_iret_kills: AtomicU64::new(0),
                 need_resched: AtomicBool::new(false),
+                current_killed: AtomicPtr::new(core::ptr::null_mut()),
                 aist_proxied: AtomicU64::new(0),
                 aist_failure: AtomicU64::new(0),
                 nmi_count: AtomicU64::new(0),
