@@ -27,6 +27,11 @@ pub struct Cmdline<'a> {
 }
 
 impl<'a> Cmdline<'a> {
+    /// The same command line with no scenario (a production kernel runs none).
+    pub fn without_test(self) -> Self {
+        Self { test: None, ..self }
+    }
+
     /// Parses `text`; `unknown` is called with every word this parser does not know.
     pub fn parse(text: &'a str, mut unknown: impl FnMut(&'a str)) -> Result<Self, CmdlineError<'a>> {
         let mut test = None;

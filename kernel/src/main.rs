@@ -52,7 +52,7 @@ mod bsp {
             log::error!("test={name} ignored: this kernel is built without scenarios (cargo feature `testing`)");
         }
         #[cfg(not(feature = "testing"))]
-        let cmd = Cmdline { test: None, ..cmd };
+        let cmd = cmd.without_test();
 
         let features = cpu::Features::read();
         log::info!("cpu features: {}", features.report());

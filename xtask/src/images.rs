@@ -74,6 +74,15 @@ fn cargo_build(release: bool, selection: &[&str], bins: &[&str], features: &[&st
     run_visible(&mut command)
 }
 
+/// Builds the production kernel alone (quietly) and returns its path.
+pub fn build_production_kernel() -> Result<PathBuf> {
+    crate::tools::ensure_rust_target()?;
+    cargo_build(true, &["-p", "kernel"], &[KERNEL_BIN], &[])?;
+    let copy = profile_dir(true).join("kernel.production");
+    std::fs::copy(profile_dir(true).join(KERNEL_BIN), &copy).map_err(|e| format!("cannot copy the kernel to {}: {e}", copy.display()))?;
+    Ok(copy)
+}
+
 /// Builds the kernel, the modules the manifest names and (for the bridge path) the bridge.
 pub fn build(manifest: &Manifest, release: bool, with_bridge: bool, flavor: Flavor) -> Result<Images> {
     crate::tools::ensure_rust_target()?;

@@ -89,6 +89,7 @@ pub fn test(opts: &Options) -> Result<u8> {
     let mut tally = Tally::default();
     if opts.host_tests {
         host_tests(&mut tally)?;
+        production_kernel(&mut tally);
     }
     boot_matrix(opts, &mut tally)?;
     println!(
@@ -174,6 +175,26 @@ fn host_tests(tally: &mut Tally) -> Result<()> {
         result.print(tally);
     }
     Ok(())
+}
+
+/// The kernel without the `testing` feature builds, and has no scenario code in it (the
+/// scenario dispatcher's "unknown scenario" message is the marker).
+fn production_kernel(tally: &mut Tally) {
+    let label = "production kernel (no `testing` feature) builds without scenarios".to_string();
+    step(format!("{label}..."));
+    let start = Instant::now();
+    let result = crate::images::build_production_kernel().and_then(|path| {
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        match bytes.windows(16).any(|w| w == b"unknown scenario") {
+            true => Err(format!("{} contains scenario code", path.display())),
+            false => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => Report::Pass { label, elapsed: start.elapsed(), note: String::new() },
+        Err(why) => Report::Fail { label, elapsed: Some(start.elapsed()), reason: why, details: String::new() },
+    }
+    .print(tally);
 }
 
 // --- the boot matrix ------------------------------------------------------------------------
