@@ -47,7 +47,9 @@ pub fn user_event(frame: &mut TrapFrame, event: Event) {
         Event::SoftwareInterrupt { vector: v } => kill_thread(frame, vector::GP, "#GP (int n)", event::int_n_error_code(v), 0),
         Event::BadUserReturn { error_code, rip } => bad_return(error_code, rip),
         Event::Unexpected { event_type, vector: v } => {
-            log::warn!(target: "fault", "unexpected event type {event_type} vector {v:#x} from ring 3");
+            if user_log_allowed() {
+                log::warn!(target: "fault", "unexpected event type {event_type} vector {v:#x} from ring 3");
+            }
             kill_thread(frame, vector::GP, "unexpected event", 0, 0)
         }
     }
@@ -257,7 +259,15 @@ fn report_user_kill(v: u8, what: &str, error: u64, rip: u64, addr: u64) {
             p.record_fault(v as u64);
         }
     }
-    log::warn!(target: "fault", "pid {pid} tid {tid} {what} at RIP {rip:#x} addr {addr:#x} error {error:#x}: thread killed");
+    if cur.as_ref().and_then(|t| t.process.as_ref()).is_none_or(|p| sched::user_log_allowed(p)) {
+        log::warn!(target: "fault", "pid {pid} tid {tid} {what} at RIP {rip:#x} addr {addr:#x} error {error:#x}: thread killed");
+    }
+}
+
+/// Whether a log line the current user process caused may be printed (per-process rate limit,
+/// `sched::user_log_allowed`); lines from kernel threads always are.
+fn user_log_allowed() -> bool {
+    sched::current().and_then(|t| t.process.clone()).is_none_or(|p| sched::user_log_allowed(&p))
 }
 
 /// An event raised by user code that ends the thread; everything else carries on.
@@ -295,7 +305,9 @@ fn user_breakpoint(frame: &mut TrapFrame) {
 fn user_debug(frame: &mut TrapFrame, dr6: u64) {
     if dr6 & DR6_BS != 0 {
         frame.rflags &= !RFLAGS_TF;
-        log::info!("single-step trap at rip={:#x} from user space: TF cleared", frame.rip);
+        if user_log_allowed() {
+            log::info!("single-step trap at rip={:#x} from user space: TF cleared", frame.rip);
+        }
         return;
     }
     kill_thread(frame, vector::DB, "#DB", 0, 0)
@@ -305,7 +317,11 @@ fn kernel_page_fault(frame: &mut TrapFrame, error_code: u64, addr: u64) {
     if super::extable::fixup(frame) {
         let me = percpu::this();
         me.last_fixup_cr2.store(addr, Ordering::Relaxed);
-        log::info!("#PF (vector 14) on cpu {}: error={error_code:#x} rip={:#x} cr2={addr:#x}: fixed up", me.cpu_index, frame.rip);
+        // A fixed-up fault is a user copy a system call's caller made fail: rate-limited per
+        // process, since a hostile one can cause millions.
+        if user_log_allowed() {
+            log::info!("#PF (vector 14) on cpu {}: error={error_code:#x} rip={:#x} cr2={addr:#x}: fixed up", me.cpu_index, frame.rip);
+        }
         return;
     }
     fatal(frame, Event::Exception { vector: vector::PF, error_code, info: addr }, "page fault")
