@@ -21,10 +21,6 @@ pub mod boot;
 #[cfg(target_os = "none")]
 pub mod klog;
 #[cfg(all(target_os = "none", feature = "testing"))]
-pub mod harness;
-#[cfg(all(target_os = "none", feature = "testing"))]
-pub mod scenario;
-#[cfg(all(target_os = "none", feature = "testing"))]
 pub mod testing;
 #[cfg(target_os = "none")]
 pub mod syscall;

@@ -16,7 +16,7 @@ mod bsp {
     use kernel::boot::{self, BootInfo};
     use kernel::cmdline::Cmdline;
     #[cfg(feature = "testing")]
-    use kernel::harness::{self, Verdict};
+    use kernel::testing::harness::{self, Verdict};
     use kernel::mm::{heap, phys};
     use kernel::{klog, println};
 
@@ -120,7 +120,7 @@ mod bsp {
         );
         #[cfg(feature = "testing")]
         if let Some(name) = boot.test {
-            kernel::scenario::run(name)
+            kernel::testing::scenario::run(name)
         }
         smp::idle()
     }

@@ -161,7 +161,7 @@ pub mod syscall {
     pub const THREAD_WAIT: u64 = 55;
 
     // ---- Benchmark calls (40..=49): the `bench` program's view of the entry paths. They are
-    // answered before the dispatcher looks up the calling thread (see kernel/src/syscall/bench.rs).
+    // answered before the dispatcher looks up the calling thread (see kernel/src/testing/bench.rs; only test builds answer them).
 
     /// First and last number of the benchmark block.
     pub const BENCH_FIRST: u64 = 40;

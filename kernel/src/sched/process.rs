@@ -41,7 +41,7 @@ pub struct Process {
     fault_vectors: AtomicU64,
     /// Benchmark opt-ins (resumable INT3 and page faults) and their counts.
     #[cfg(feature = "testing")]
-    pub bench: crate::syscall::bench::BenchState,
+    pub bench: crate::testing::bench::BenchState,
     /// The capabilities this process holds.
     pub caps: Mutex<crate::ipc::CapTable>,
     /// Endpoints it created: they close when it ends.

@@ -2,8 +2,6 @@
 //! Nothing a user program passes can make the kernel panic: bad numbers, ranges and pointers
 //! come back as `abi::Error` values.
 
-#[cfg(feature = "testing")]
-pub mod bench;
 pub mod ipc;
 pub mod uaccess;
 
@@ -29,7 +27,7 @@ const USER_RFLAGS: u64 = 0x0000_0cd5 | 1 << 8 | 1 << 18 | 1 << 16 | 1 << 21;
 pub fn dispatch(frame: &mut TrapFrame) {
     #[cfg(feature = "testing")]
     if (nr::BENCH_FIRST..=nr::BENCH_LAST).contains(&frame.rax) {
-        return bench::dispatch(frame);
+        return crate::testing::bench::dispatch(frame);
     }
     let Some(thread) = sched::current() else {
         frame.rax = Error::NoSuchCall.to_raw();

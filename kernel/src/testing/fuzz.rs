@@ -11,7 +11,7 @@
 //! Command-line words: `fuzz_seed=S` and `fuzz_count=N` (see `cmdline`), passed on to init.
 
 use crate::arch::x86_64::{apic, percpu, smp};
-use crate::harness::{finish, Verdict};
+use crate::testing::harness::{finish, Verdict};
 use crate::mm::phys;
 use core::sync::atomic::Ordering;
 

@@ -1,19 +1,24 @@
-//! What only test and benchmark builds contain (cargo feature `testing`): the hooks through
-//! which the entry layer reports to a running scenario. The scenarios themselves
-//! (`crate::scenario`), their verdicts (`crate::harness`) and the benchmark calls
-//! (`crate::syscall::bench`) are compiled under the same feature.
+//! What only test and benchmark builds contain (cargo feature `testing`):
+//! - `scenario`: the `test=NAME` scenarios, run on the BSP once every CPU is up;
+//! - `harness`: how a scenario ends (the verdict line, the emulator's exit port);
+//! - `bench`: the benchmark system calls (`abi::syscall::BENCH_*`) and their opt-ins;
+//! - `fuzz`: the kernel side of `cargo xtask fuzz`;
+//! - here: the hooks through which the entry layer reports to a running scenario.
 //!
-//! A production kernel has none of this: its #DF and event handlers report and stop, and the
-//! benchmark system calls answer `NoSuchCall`.
+//! A production kernel has none of this: its #DF and event handlers report and stop, `test=`
+//! is ignored with a log line, and the benchmark system calls answer `NoSuchCall`.
 
+pub mod bench;
 pub mod fuzz;
+pub mod harness;
+pub mod scenario;
 
 use core::sync::atomic::Ordering;
 
 use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::entry::{self, Backend};
 use crate::arch::x86_64::{cea, percpu};
-use crate::harness::{self, Verdict};
+use harness::Verdict;
 
 /// A #DF while the `stack_overflow` scenario expects one: it passes if the faulting RSP is at
 /// this CPU's boot-stack guard page and the handler runs on the #DF stack (its IST slot, or

@@ -283,7 +283,7 @@ fn user_page_fault(frame: &mut TrapFrame, error_code: u64, addr: u64) {
         return;
     }
     #[cfg(feature = "testing")]
-    if crate::syscall::bench::resume_fault(frame) {
+    if crate::testing::bench::resume_fault(frame) {
         return;
     }
     kill_thread(frame, vector::PF, "#PF", error_code, addr)
@@ -293,7 +293,7 @@ fn user_page_fault(frame: &mut TrapFrame, error_code: u64, addr: u64) {
 /// count breakpoints).
 fn user_breakpoint(frame: &mut TrapFrame) {
     #[cfg(feature = "testing")]
-    if crate::syscall::bench::resume_breakpoint() {
+    if crate::testing::bench::resume_breakpoint() {
         return;
     }
     kill_thread(frame, vector::BP, "#BP", 0, 0)

@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::arch::x86_64::entry::extable;
 use crate::arch::x86_64::{cea, percpu, smp};
-use crate::harness::{finish, Verdict};
+use crate::testing::harness::{finish, Verdict};
 
 pub const NAMES: &[&str] = &[
     "boot", "ipi", "page_fault", "stack_overflow", "timer", "user", "sysret", "user_faults", "preempt",

@@ -80,7 +80,7 @@ fn counter(which: u64) -> Result<u64, Error> {
 
 /// Arms (or, for 0, disarms) this CPU's user watchpoint; the kernel #DB count so far.
 fn watch(addr: u64) -> Result<u64, Error> {
-    use crate::scenario::{debug_register, Watch};
+    use crate::testing::scenario::{debug_register, Watch};
     if addr == 0 {
         debug_register(0, None);
     } else if addr % 2 != 0 || !crate::syscall::uaccess::is_user_range(addr, 2) {
