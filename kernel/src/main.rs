@@ -32,6 +32,7 @@ mod bsp {
     /// a 64 KiB stack.
     #[no_mangle]
     extern "C" fn kernel_bsp_entry() -> ! {
+        smp::boot_clock::stamp(&smp::boot_clock::KERNEL_ENTRY);
         klog::init();
         let info = BootInfo::from_bootloader().unwrap_or_else(|e| panic!("cannot boot: {e}"));
         log::info!(
@@ -118,6 +119,7 @@ mod bsp {
             boot.cpus_found,
             entry::backend().name()
         );
+        smp::boot_clock::stamp(&smp::boot_clock::READY);
         #[cfg(feature = "testing")]
         if let Some(name) = boot.test {
             kernel::testing::scenario::run(name)

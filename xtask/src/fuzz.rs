@@ -74,6 +74,8 @@ const NAMES: &[(u64, &str)] = &[
     (nr::BENCH_FAULT_RESUME, "bench_fault_resume"),
     (nr::BENCH_COUNTER, "bench_counter"),
     (nr::BENCH_WATCH, "bench_watch"),
+    (nr::BENCH_FLOOR, "bench_floor"),
+    (nr::BENCH_BOOT_CLOCK, "bench_boot_clock"),
     (nr::KLOG_ATTACH, "klog_attach"),
     (nr::KLOG_READ, "klog_read"),
     (nr::SERVERS_READY, "servers_ready"),

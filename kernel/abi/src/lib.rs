@@ -184,6 +184,29 @@ pub mod syscall {
     /// how many #DB this CPU has taken in ring 0 so far. For the `mov ss` cases of the hazard
     /// suite (CVE-2018-8897: a watchpoint on `mov ss`'s operand delays its #DB into the kernel).
     pub const BENCH_WATCH: u64 = 45;
+    /// `bench_floor(rip)`: with `rip` != 0 (a user address), the calling CPU's SYSCALL entry
+    /// becomes the *floor*: a SYSCALL from 64-bit mode whose return address is `rip` comes
+    /// straight back (IST: `cmp rcx`, SYSRET; FRED: the event type and RIP checked, ERETU),
+    /// RAX untouched; every other event and system call goes the normal way. 0 restores the
+    /// normal entry. One CPU at a time: `InvalidArgument` while another CPU holds the floor.
+    pub const BENCH_FLOOR: u64 = 46;
+    /// `bench_boot_clock(which, cpu) -> TSC`: the TSC at a boot milestone, one of
+    /// [`bench_boot_clock`]; `cpu` is a CPU index for the per-CPU ones. `NotFound` for a CPU
+    /// that is not online.
+    pub const BENCH_BOOT_CLOCK: u64 = 47;
+
+    /// The milestones `bench_boot_clock` reads.
+    pub mod bench_boot_clock {
+        /// The BSP's first instruction in the kernel (TSC counted from reset: firmware and
+        /// bootloader).
+        pub const KERNEL_ENTRY: u64 = 0;
+        /// The BSP handing the APs their entry point.
+        pub const APS_RELEASED: u64 = 1;
+        /// CPU `cpu` online (the BSP: when it marked itself online).
+        pub const CPU_ONLINE: u64 = 2;
+        /// Just after the READY line.
+        pub const READY: u64 = 3;
+    }
 
     /// What `bench_counter` reads.
     pub mod bench_counter {

@@ -5,7 +5,8 @@
 //! entry and exit path and nothing else. The opt-ins are per process and off by default: without
 //! them a user INT3 or a stray page fault still kills its thread (`user_faults` relies on it).
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use x86_64::registers::model_specific::Msr;
 
 use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::{apic, percpu, smp};
@@ -48,6 +49,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
         }
         nr::BENCH_COUNTER => counter(frame.rdi),
         nr::BENCH_WATCH => watch(frame.rdi),
+        nr::BENCH_FLOOR => floor(frame.rdi),
+        nr::BENCH_BOOT_CLOCK => boot_clock(frame.rdi, frame.rsi),
         _ => Err(Error::NoSuchCall),
     };
     frame.rax = match result {
@@ -131,4 +134,153 @@ pub fn resume_fault(frame: &mut TrapFrame) -> bool {
     process.bench.faults_resumed.fetch_add(1, Ordering::Relaxed);
     frame.rip = rip;
     true
+}
+
+/// A boot milestone's TSC (`bench_boot_clock`).
+fn boot_clock(which: u64, cpu: u64) -> Result<u64, Error> {
+    use abi::syscall::bench_boot_clock as milestone;
+    use smp::boot_clock as clock;
+    match which {
+        milestone::KERNEL_ENTRY => Ok(clock::KERNEL_ENTRY.load(Ordering::Relaxed)),
+        milestone::APS_RELEASED => Ok(clock::APS_RELEASED.load(Ordering::Relaxed)),
+        milestone::READY => Ok(clock::READY.load(Ordering::Relaxed)),
+        milestone::CPU_ONLINE if cpu < smp::online() as u64 => Ok(clock::online(cpu as usize)),
+        milestone::CPU_ONLINE => Err(Error::NotFound),
+        _ => Err(Error::InvalidArgument),
+    }
+}
+
+// ---- The floor (`bench_floor`): the cheapest SYSCALL round trip the CPU allows, for the
+// `syscall_floor` figure beside `bench_null`. While it is on, one CPU enters through the stubs
+// below instead of its own entry; they answer only SYSCALLs whose return address is the one
+// the bench program registered, and pass everything else on to the real entry unchanged.
+
+/// The user return address whose SYSCALLs the floor answers (0: none).
+static FLOOR_RIP: AtomicU64 = AtomicU64::new(0);
+/// The real entries the stubs pass everything else to: IST's IA32_LSTAR, or FRED's user and
+/// supervisor entries.
+static FLOOR_NEXT: AtomicU64 = AtomicU64::new(0);
+static FLOOR_NEXT_KERNEL: AtomicU64 = AtomicU64::new(0);
+/// The CPU whose entry MSR points at a stub (`usize::MAX`: none), and the value it had.
+static FLOOR_CPU: AtomicUsize = AtomicUsize::new(usize::MAX);
+static FLOOR_SAVED_MSR: AtomicU64 = AtomicU64::new(0);
+
+const IA32_LSTAR: u32 = 0xc000_0082;
+const IA32_FRED_CONFIG: u32 = 0x1d4;
+
+/// The saved SS qword's event type (bits 51:48), vector (39:32) and long-mode bit (57), shifted
+/// down by 32 so that the FRED stub tests them with 32-bit immediates.
+const FRED_SS_MASK_HI: u64 = (0xf << 48 | 0xff << 32 | 1 << 57) >> 32;
+const FRED_SS_SYSCALL64_HI: u64 = {
+    use crate::arch::x86_64::entry::fred::decode::{event_type, SavedSs, OTHER_SYSCALL};
+    SavedSs::new(event_type::OTHER, OTHER_SYSCALL, true).0 >> 32
+};
+
+// SAFETY: IST: `bench_floor_syscall` is IA32_LSTAR only while the floor is on, so it runs only
+// after SYSCALL from 64-bit mode, with interrupts masked (SFMASK) and the user's GS and RSP; it
+// touches neither, reads only RIP-relative kernel data, and SYSRETs only to the registered
+// RIP, which `floor` checked is a user address (canonical: no #GP on SYSRET), with R11 the
+// user's own RFLAGS. Everything else jumps to the CPU's real SYSCALL entry with every register
+// as SYSCALL left it. FRED: the page is the entry page (IA32_FRED_CONFIG) only while the floor
+// is on. The user entry saves RAX on the level-0 stack and answers only type 7 / vector 1
+// (SYSCALL) from 64-bit mode at the registered RIP, by ERETU with the frame the CPU built; it
+// restores RSP and RAX before passing anything else to the real entry. The supervisor entry
+// passes everything on.
+core::arch::global_asm!(
+    ".pushsection .text.bench_floor, \"ax\"",
+    ".global bench_floor_syscall",
+    "bench_floor_syscall:",
+    "    cmp rcx, qword ptr [rip + {rip}]",
+    "    jne 1f",
+    "    sysretq",
+    "1:  jmp qword ptr [rip + {next}]",
+    ".balign 4096, 0xcc",
+    ".global bench_floor_fred_user",
+    "bench_floor_fred_user:",
+    "    push rax",
+    // Above RAX: error code, RIP, CS, RFLAGS, RSP, SS (+ event type and vector).
+    "    mov rax, qword ptr [rsp + 48]",
+    "    shr rax, 32",
+    "    and eax, {ss_mask}",
+    "    cmp eax, {ss_syscall64}",
+    "    jne 2f",
+    "    mov rax, qword ptr [rsp + 16]",
+    "    cmp rax, qword ptr [rip + {rip}]",
+    "    jne 2f",
+    "    pop rax",
+    "    .byte 0xf3, 0x0f, 0x01, 0xca", // ERETU
+    "2:  pop rax",
+    "    jmp qword ptr [rip + {next}]",
+    // The supervisor entry is 256 bytes after the user entry (FRED spec §5.1).
+    ".balign 256, 0xcc",
+    ".global bench_floor_fred_kernel",
+    "bench_floor_fred_kernel:",
+    "    jmp qword ptr [rip + {next_kernel}]",
+    ".popsection",
+    rip = sym FLOOR_RIP,
+    next = sym FLOOR_NEXT,
+    next_kernel = sym FLOOR_NEXT_KERNEL,
+    ss_mask = const FRED_SS_MASK_HI,
+    ss_syscall64 = const FRED_SS_SYSCALL64_HI,
+);
+
+extern "C" {
+    fn bench_floor_syscall();
+    fn bench_floor_fred_user();
+    fn bench_floor_fred_kernel();
+}
+
+/// `bench_floor(rip)`: points this CPU's SYSCALL entry at the floor for SYSCALLs returning to
+/// `rip`, or (0) puts the real entry back.
+fn floor(rip: u64) -> Result<u64, Error> {
+    use crate::arch::x86_64::entry::{backend, Backend};
+    let me = percpu::this().cpu_index;
+    let msr = match backend() {
+        Backend::Ist => IA32_LSTAR,
+        Backend::Fred => IA32_FRED_CONFIG,
+    };
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        if rip == 0 {
+            if FLOOR_CPU.load(Ordering::Acquire) == me {
+                // SAFETY: the value this CPU's entry MSR had before the floor.
+                unsafe { Msr::new(msr).write(FLOOR_SAVED_MSR.load(Ordering::Relaxed)) };
+                FLOOR_RIP.store(0, Ordering::Relaxed);
+                FLOOR_CPU.store(usize::MAX, Ordering::Release);
+            }
+            return Ok(0);
+        }
+        if rip >= abi::layout::USER_END {
+            return Err(Error::BadAddress);
+        }
+        match FLOOR_CPU.compare_exchange(usize::MAX, me, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {}
+            Err(holder) if holder == me => {
+                FLOOR_RIP.store(rip, Ordering::Relaxed);
+                return Ok(0);
+            }
+            Err(_) => return Err(Error::InvalidArgument),
+        }
+        // SAFETY: reads this CPU's own entry MSR, which exists on the running backend.
+        let saved = unsafe { Msr::new(msr).read() };
+        FLOOR_SAVED_MSR.store(saved, Ordering::Relaxed);
+        FLOOR_RIP.store(rip, Ordering::Relaxed);
+        let stub = match backend() {
+            Backend::Ist => {
+                FLOOR_NEXT.store(saved, Ordering::Relaxed);
+                bench_floor_syscall as *const () as u64
+            }
+            Backend::Fred => {
+                let (user, kernel) = (bench_floor_fred_user as *const () as u64, bench_floor_fred_kernel as *const () as u64);
+                assert!(user % 4096 == 0 && kernel == user + 256, "the floor's FRED entry page is misplaced");
+                FLOOR_NEXT.store(saved & !0xfff, Ordering::Relaxed);
+                FLOOR_NEXT_KERNEL.store((saved & !0xfff) + 256, Ordering::Relaxed);
+                // The low 12 bits (red zone, interrupt stack level) stay as they were.
+                user | (saved & 0xfff)
+            }
+        };
+        // SAFETY: the stub answers what it recognizes and passes everything else to the entry
+        // the MSR named before (stored above, before the switch).
+        unsafe { Msr::new(msr).write(stub) };
+        Ok(0)
+    })
 }

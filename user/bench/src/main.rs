@@ -11,8 +11,13 @@
 //! no NMI); the median baseline is subtracted from every sample. Every measurement also checks
 //! that its events really happened (kernel counters), so a broken opt-in fails the run.
 //!
-//! Output: one `BENCH <name> n=.. median=.. min=.. max=.. base=..` line per event, then
-//! `BENCH done`; exit status 0 only if every check held.
+//! The figures that need two CPUs (`ipc_call_cross`, `ap_bringup`) are measured only when the
+//! kernel runs more than one; `cargo xtask bench` boots each machine at 1 and at 2 CPUs. The
+//! boot figures (`boot_firmware`, `boot_ready`, `ap_bringup`) are the kernel's TSC readings
+//! at its milestones (`bench_boot_clock`), one sample each.
+//!
+//! Output: one `BENCH <name> n=.. median=.. p10=.. p90=.. min=.. max=.. base=..` line per
+//! figure, then `BENCH done`; exit status 0 only if every check held.
 #![cfg_attr(target_os = "none", no_std)]
 #![cfg_attr(target_os = "none", no_main)]
 
@@ -31,7 +36,7 @@ mod program {
     extern crate alloc;
 
     use crate::stats::{Line, Summary};
-    use abi::syscall::{self as nr, bench_counter};
+    use abi::syscall::{self as nr, bench_boot_clock, bench_counter};
     use alloc::vec;
     use alloc::vec::Vec;
     use core::arch::asm;
@@ -48,19 +53,34 @@ mod program {
 
     fn main(_arg: &str) -> i32 {
         println!("bench: unit: TSC ticks (on Bochs: retired instructions), baseline subtracted");
-        let runs: [(&str, Measure); 9] = [
+        let cpus = sys::cpu_count().unwrap_or(1);
+        let runs: [(&str, Measure); 13] = [
+            ("syscall_floor", syscall_floor),
             ("syscall_null", syscall_null),
             ("int3", int3),
             ("page_fault", page_fault_resume),
             ("page_fault_demand", page_fault_demand),
             ("timer", timer),
             ("nmi_self", nmi_self),
+            ("thread_create", thread_create),
             ("ipc_call", ipc_call),
+            ("ipc_call_cross", ipc_call_cross),
             ("switch_yield", switch_yield),
             ("switch_yield_avx", switch_yield_avx),
+            ("boot", boot_figures),
         ];
         let mut failed = 0;
         for (name, run) in runs {
+            if name == "ipc_call_cross" && cpus < 2 {
+                continue;
+            }
+            if name == "boot" {
+                if let Err(why) = run() {
+                    println!("bench: FAIL: {name}: {why}");
+                    failed += 1;
+                }
+                continue;
+            }
             match run() {
                 Ok((mut samples, base)) => match Summary::of(&mut samples) {
                     Some(summary) => println!(
@@ -158,6 +178,176 @@ mod program {
             return Err("bench_null did not return 0");
         }
         Ok(r)
+    }
+
+    // The floor's window: like `window!`, around one SYSCALL of `bench_null` whose return
+    // address `bench_floor_return` the floor (`bench_floor`) answers without the dispatcher.
+    // The baseline window is the same without the SYSCALL. Each stores the call's RAX at RDI:
+    // 40 (BENCH_NULL, untouched) when the floor answered, 0 when the real entry did.
+    // SAFETY: plain functions (SysV: RDI = result pointer, RAX = ticks; they use RAX, RCX, RDX,
+    // R8..R11, caller-saved). The floor and the real entry both return to the next instruction
+    // with every register but RAX, RCX and R11 intact.
+    core::arch::global_asm!(
+        ".pushsection .text.bench_floor, \"ax\"",
+        ".global bench_floor_window",
+        "bench_floor_window:",
+        "    jmp 2f",
+        "2:  rdtsc",
+        "    mov r8, rax",
+        "    mov r9, rdx",
+        "    mov eax, {null}",
+        "    syscall",
+        ".global bench_floor_return",
+        "bench_floor_return:",
+        "    mov r10, rax",
+        "    jmp 3f",
+        "3:  rdtsc",
+        "    mov [rdi], r10",
+        "    shl rdx, 32",
+        "    or rax, rdx",
+        "    shl r9, 32",
+        "    or r8, r9",
+        "    sub rax, r8",
+        "    ret",
+        ".global bench_floor_base_window",
+        "bench_floor_base_window:",
+        "    jmp 2f",
+        "2:  rdtsc",
+        "    mov r8, rax",
+        "    mov r9, rdx",
+        "    mov eax, {null}",
+        "    mov r10, rax",
+        "    jmp 3f",
+        "3:  rdtsc",
+        "    mov [rdi], r10",
+        "    shl rdx, 32",
+        "    or rax, rdx",
+        "    shl r9, 32",
+        "    or r8, r9",
+        "    sub rax, r8",
+        "    ret",
+        ".popsection",
+        null = const nr::BENCH_NULL,
+    );
+
+    extern "C" {
+        fn bench_floor_window(result: *mut u64) -> i64;
+        fn bench_floor_base_window(result: *mut u64) -> i64;
+        static bench_floor_return: u8;
+    }
+
+    /// The bare SYSCALL round trip: the floor's minimal handler (IST: compare RCX, SYSRET;
+    /// FRED: check type and RIP, ERETU) on this CPU, in the same boot as `syscall_null`.
+    fn syscall_floor() -> Result<(Vec<i64>, i64), &'static str> {
+        // SAFETY: only the symbol's address is taken.
+        let at = unsafe { &bench_floor_return as *const u8 as u64 };
+        // SAFETY: the floor answers only SYSCALLs returning to `at`, which is inside
+        // `bench_floor_window`; every other call goes the normal way.
+        let armed = unsafe { sys::raw::syscall1(nr::BENCH_FLOOR, at) };
+        if armed != 0 {
+            return Err("bench_floor refused");
+        }
+        let mut missed = 0;
+        let r = timed(N, |_, event| {
+            let mut result = 0u64;
+            // SAFETY: both windows only store to `result`.
+            let t = unsafe {
+                if event {
+                    bench_floor_window(&mut result)
+                } else {
+                    bench_floor_base_window(&mut result)
+                }
+            };
+            missed += usize::from(result != nr::BENCH_NULL);
+            t
+        });
+        // SAFETY: puts the real entry back.
+        unsafe { sys::raw::syscall1(nr::BENCH_FLOOR, 0) };
+        if missed != 0 {
+            return Err("a SYSCALL missed the floor (the kernel's dispatcher answered it)");
+        }
+        Ok(r)
+    }
+
+    // A new thread's whole life: exit at once, touching no memory (its stack is never used).
+    // SAFETY: entered only by the kernel as a thread created by `thread_create` below.
+    core::arch::global_asm!(
+        ".pushsection .text.bench_thread, \"ax\"",
+        ".global bench_thread_exit",
+        "bench_thread_exit:",
+        "    mov eax, {exit}",
+        "    xor edi, edi",
+        "    syscall",
+        "    ud2",
+        ".popsection",
+        exit = const nr::THREAD_EXIT,
+    );
+
+    extern "C" {
+        fn bench_thread_exit();
+    }
+
+    /// `thread_create` of a thread pinned to this CPU (kernel stack, FPU area, the thread
+    /// object, the run-queue entry), against the same window without the call. After each
+    /// sample the bench yields, so the new thread runs and exits before the next one.
+    fn thread_create() -> Result<(Vec<i64>, i64), &'static str> {
+        let cpu = sys::cpu_id().map_err(|_| "cpu_id failed")? as u64;
+        let stack = sys::map(rt::PAGE_SIZE).map_err(|_| "map failed")? as u64 + rt::PAGE_SIZE as u64;
+        let entry = bench_thread_exit as *const () as u64;
+        let mut failed = 0;
+        let r = timed(N, |_, event| {
+            let tid: u64;
+            // RDX (the thread's argument) is RDTSC's: the thread ignores it.
+            let t = if event {
+                window!("mov eax, {nr}", "syscall", "mov r14, rax"; nr = const nr::THREAD_CREATE,
+                        in("rdi") entry, in("rsi") stack, in("r10") cpu,
+                        out("rcx") _, out("r11") _, out("r14") tid)
+            } else {
+                window!("mov eax, {nr}", "mov r14, rax"; nr = const nr::THREAD_CREATE,
+                        in("rdi") entry, in("rsi") stack, in("r10") cpu,
+                        out("rcx") _, out("r11") _, out("r14") tid)
+            };
+            if event {
+                failed += usize::from(abi::Error::result(tid).is_err());
+                let _ = sys::yield_now();
+            }
+            t
+        });
+        if failed != 0 {
+            return Err("thread_create failed");
+        }
+        sys::wait_threads().map_err(|_| "wait_threads failed")?;
+        Ok(r)
+    }
+
+    /// The boot milestones the kernel noted: reset to kernel entry (firmware and bootloader),
+    /// kernel entry to READY, and for each AP its release to online.
+    fn boot_figures() -> Result<(Vec<i64>, i64), &'static str> {
+        let clock = |which: u64, cpu: u64| -> Result<i64, &'static str> {
+            // SAFETY: BENCH_BOOT_CLOCK only reads a recorded TSC value.
+            let v = unsafe { sys::raw::syscall2(nr::BENCH_BOOT_CLOCK, which, cpu) };
+            abi::Error::result(v).map(|v| v as i64).map_err(|_| "bench_boot_clock failed")
+        };
+        let entry = clock(bench_boot_clock::KERNEL_ENTRY, 0)?;
+        let ready = clock(bench_boot_clock::READY, 0)?;
+        if entry == 0 || ready <= entry {
+            return Err("the kernel did not note its entry and READY");
+        }
+        let one = |name, v| println!("{}", Line { name, summary: Summary::single(v), base: 0 });
+        one("boot_firmware", entry);
+        one("boot_ready", ready - entry);
+        let cpus = sys::cpu_count().map_err(|_| "cpu_count failed")? as u64;
+        if cpus > 1 {
+            let released = clock(bench_boot_clock::APS_RELEASED, 0)?;
+            let mut aps = Vec::new();
+            for cpu in 1..cpus {
+                aps.push(clock(bench_boot_clock::CPU_ONLINE, cpu)? - released);
+            }
+            let summary = Summary::of(&mut aps).ok_or("no APs")?;
+            println!("{}", Line { name: "ap_bringup", summary, base: 0 });
+        }
+        // Printed above, one line per figure.
+        Ok((Vec::new(), 0))
     }
 
     /// INT3 with the resume opt-in: #BP delivery, the handler, the return past the INT3.
@@ -332,8 +522,20 @@ mod program {
     /// window without the call: the synchronous IPC round trip through the fastpath (two
     /// system calls and two direct thread switches, no scheduler decision).
     fn ipc_call() -> Result<(Vec<i64>, i64), &'static str> {
+        ipc_round_trips(false)
+    }
+
+    /// The same with the server thread on the next CPU: both deliveries cross CPUs (the
+    /// partner's CPU gets a wake-up IPI, and waits in HLT between calls).
+    fn ipc_call_cross() -> Result<(Vec<i64>, i64), &'static str> {
+        ipc_round_trips(true)
+    }
+
+    fn ipc_round_trips(cross: bool) -> Result<(Vec<i64>, i64), &'static str> {
         let ep = rt::ipc::endpoint_create().map_err(|_| "endpoint_create failed")?;
-        let cpu = sys::cpu_id().map_err(|_| "cpu_id failed")?;
+        let here = sys::cpu_id().map_err(|_| "cpu_id failed")?;
+        let cpus = sys::cpu_count().map_err(|_| "cpu_count failed")?;
+        let cpu = if cross { (here + 1) % cpus } else { here };
         rt::thread::spawn(ipc_server, ep as usize, Some(cpu)).map_err(|_| "cannot start the server thread")?;
         // The first call finds the server not yet waiting; after it, every call does.
         rt::ipc::call(ep, [0; 4], None).map_err(|_| "first call failed")?;
@@ -358,7 +560,10 @@ mod program {
         if wrong != 0 {
             return Err("a call got a wrong answer");
         }
-        if after.fastpath - before.fastpath < 2 * N as u64 {
+        if cross && after.cross_cpu - before.cross_cpu < 2 * N as u64 {
+            return Err("calls and replies did not cross CPUs");
+        }
+        if !cross && after.fastpath - before.fastpath < 2 * N as u64 {
             return Err("calls did not take the fastpath both ways");
         }
         Ok(r)

@@ -67,8 +67,37 @@ pub fn apic_id(cpu: usize) -> u32 {
 
 /// Publishes this CPU as online: its entry area, per-CPU data and APIC are ready.
 fn mark_online(cpu: usize) {
+    boot_clock::ONLINE[cpu].store(boot_clock::now(), Ordering::Relaxed);
     APIC_IDS[cpu].store(apic::id(), Ordering::Release);
     ONLINE.fetch_add(1, Ordering::AcqRel);
+}
+
+/// TSC readings of the boot's milestones (0 until reached), for the boot figures of
+/// `cargo xtask bench`: kernel entry to READY, and each AP's release to online.
+pub mod boot_clock {
+    use super::MAX_CPUS;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    pub static KERNEL_ENTRY: AtomicU64 = AtomicU64::new(0);
+    pub static APS_RELEASED: AtomicU64 = AtomicU64::new(0);
+    pub static READY: AtomicU64 = AtomicU64::new(0);
+    pub(super) static ONLINE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+    pub fn now() -> u64 {
+        let (lo, hi): (u32, u32);
+        // SAFETY: RDTSC only reads the time-stamp counter (CR4.TSD is clear).
+        unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+        (hi as u64) << 32 | lo as u64
+    }
+
+    pub fn stamp(milestone: &AtomicU64) {
+        milestone.store(now(), Ordering::Relaxed);
+    }
+
+    /// When CPU `cpu` went online.
+    pub fn online(cpu: usize) -> u64 {
+        ONLINE.get(cpu).map_or(0, |t| t.load(Ordering::Relaxed))
+    }
 }
 
 /// Records the CPU features every AP turns on (read once, on the BSP).
@@ -84,6 +113,7 @@ pub fn bsp_online() {
 /// Sends every AP of the MP response to `ap_entry` and waits until they are all online or
 /// `timeout_ticks` of the BSP's timer have passed. Returns how many APs came up.
 pub fn start_aps(cpus: &[&MpCpu], bsp_lapic_id: u32, timeout_ticks: u64) -> usize {
+    boot_clock::stamp(&boot_clock::APS_RELEASED);
     let mut index = 1;
     for cpu in cpus.iter().filter(|c| c.lapic_id != bsp_lapic_id) {
         if index >= MAX_CPUS {
