@@ -31,7 +31,7 @@ options (run and fuzz; --timeout also for compare):
                           (the IST twin); needs a FRED-capable Bochs
   --cpu MODEL             override the CPU model (QEMU -cpu / Bochs cpu: model=)
   --timeout SECS          stop the emulator after SECS seconds (0: never; default: 60 for QEMU TCG,
-                          300 for KVM, 240 for Bochs)
+                          120 for KVM, 240 for Bochs)
 
 options (fuzz; also --cmdline, --entry and the run options above):
   --seed N                the generator's seed (default: a random one, printed)

@@ -7,6 +7,7 @@ mod emulator;
 mod fuzz;
 mod images;
 mod iso;
+mod kvm;
 mod manifest;
 mod run;
 mod test;

@@ -121,6 +121,9 @@ pub fn boot(opts: &Options) -> Result<Booted> {
         Emulator::Qemu(accel) => {
             if accel == Accel::Kvm {
                 emulator::kvm_accessible()?;
+                if let Err(why) = crate::kvm::usable() {
+                    step(format!("warning: KVM is not usable here ({why}); booting with it anyway"));
+                }
             }
             Machine {
                 emulator,

@@ -10,6 +10,7 @@ use crate::emulator::{self, BootLimits, Machine};
 use crate::images::{self, Images};
 use crate::iso::{self, Loader};
 use crate::run::{iso_tools, load_manifest, LOG_TAIL_LINES};
+use crate::kvm;
 use crate::tools::{self, Tool};
 use crate::util::{cargo, indent, root, step, tail, target_dir, Result};
 use boot_tests::matrix::{matrix, BOCHS_FRED_MODEL};
@@ -17,7 +18,7 @@ use boot_tests::{Accel, BootPath, Case, Emulator, Expectation, Requirement, Verd
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The exact skip text for FRED cases when no FRED-capable Bochs exists.
@@ -199,24 +200,9 @@ fn production_kernel(tally: &mut Tally) {
 
 // --- the boot matrix ------------------------------------------------------------------------
 
-/// Whether KVM is usable, decided by the first KVM boot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum KvmState {
-    Unknown,
-    Usable,
-    Unusable(String),
-}
-
-enum JobKind {
-    /// An ordinary case; its result fills `slot`.
-    Case { slot: usize },
-    /// The KVM boot probe: the `qemu-kvm boot` case itself when it is selected (`slot`), else
-    /// run silently before the first KVM case.
-    KvmProbe { slot: Option<usize> },
-}
-
 struct Job {
-    kind: JobKind,
+    /// Where its result goes in the report.
+    slot: usize,
     case: Case,
     iso: PathBuf,
     machine: Machine,
@@ -224,8 +210,6 @@ struct Job {
 
 struct Shared {
     results: Mutex<(Vec<Option<Report>>, usize, Tally)>,
-    kvm: Mutex<KvmState>,
-    kvm_decided: Condvar,
     /// Bochs with the rfb display listens on TCP 5900: one at a time.
     rfb: Mutex<()>,
     /// Nested KVM guests spend their time in host exits; two at once on two cores starve
@@ -248,19 +232,6 @@ impl Shared {
                 None => break,
             }
         }
-    }
-
-    fn set_kvm(&self, state: KvmState) {
-        *self.kvm.lock().unwrap() = state;
-        self.kvm_decided.notify_all();
-    }
-
-    fn wait_kvm(&self) -> KvmState {
-        let mut state = self.kvm.lock().unwrap();
-        while *state == KvmState::Unknown {
-            state = self.kvm_decided.wait(state).unwrap();
-        }
-        state.clone()
     }
 }
 
@@ -310,65 +281,21 @@ fn boot_case(shared: &Shared, job: &Job) -> (Verdict, String, Duration) {
 
 fn run_job(shared: &Shared, job: &Job) {
     let label = job.case.to_string();
-    if job.case.emulator == Emulator::Qemu(Accel::Kvm) {
-        if let JobKind::Case { slot } = job.kind {
-            if let KvmState::Unusable(why) = shared.wait_kvm() {
-                shared.finish(
-                    slot,
-                    Report::Skip {
-                        label,
-                        reason: format!("KVM not usable: {why}"),
-                    },
-                );
-                return;
-            }
-        }
-    }
     let (verdict, details, elapsed) = boot_case(shared, job);
-    match job.kind {
-        JobKind::Case { slot } => {
-            let result = match verdict {
-                Verdict::Pass => Report::Pass {
-                    label,
-                    elapsed,
-                    note: String::new(),
-                },
-                Verdict::Fail(reason) => Report::Fail {
-                    label,
-                    elapsed: Some(elapsed),
-                    reason,
-                    details,
-                },
-            };
-            shared.finish(slot, result);
-        }
-        JobKind::KvmProbe { slot } => {
-            let state = match &verdict {
-                Verdict::Pass => KvmState::Usable,
-                Verdict::Fail(reason) => {
-                    KvmState::Unusable(format!("a 4-CPU `boot` on KVM failed: {reason}"))
-                }
-            };
-            if let Some(slot) = slot {
-                let result = match &state {
-                    KvmState::Unusable(why) => Report::Skip {
-                        label,
-                        reason: format!("KVM not usable: {why}"),
-                    },
-                    _ => Report::Pass {
-                        label,
-                        elapsed,
-                        note: ", KVM usable".into(),
-                    },
-                };
-                shared.finish(slot, result);
-            }
-            if let KvmState::Unusable(why) = &state {
-                step(format!("KVM not usable: {why}"));
-            }
-            shared.set_kvm(state);
-        }
-    }
+    let result = match verdict {
+        Verdict::Pass => Report::Pass {
+            label,
+            elapsed,
+            note: String::new(),
+        },
+        Verdict::Fail(reason) => Report::Fail {
+            label,
+            elapsed: Some(elapsed),
+            reason,
+            details,
+        },
+    };
+    shared.finish(job.slot, result);
 }
 
 /// What the machine offers, each with the reason when it does not.
@@ -412,7 +339,7 @@ fn survey(opts: &Options, cases: &[Case]) -> Offers {
         Some(dir) => iso::check_limine_dir(&dir).map(|_| dir),
     };
     let kvm = if needs(Requirement::Kvm) {
-        emulator::kvm_accessible()
+        kvm::usable()
     } else {
         Ok(())
     };
@@ -527,7 +454,6 @@ fn boot_matrix(opts: &Options, tally: &mut Tally) -> Result<()> {
     // Decide every case up front: skip it, or build its ISO (cached) and queue it.
     let mut results: Vec<Option<Report>> = Vec::new();
     let mut jobs: Vec<Job> = Vec::new();
-    let mut kvm_probe_queued = false;
     for case in &cases {
         let slot = results.len();
         let label = case.to_string();
@@ -557,34 +483,8 @@ fn boot_matrix(opts: &Options, tally: &mut Tally) -> Result<()> {
             }
         };
         results.push(None);
-        let is_kvm = case.emulator == Emulator::Qemu(Accel::Kvm);
-        let kind = if is_kvm && !kvm_probe_queued {
-            kvm_probe_queued = true;
-            if case.scenario == "boot" {
-                JobKind::KvmProbe { slot: Some(slot) }
-            } else {
-                // The probe itself was filtered out: run it unreported before this case.
-                let probe_case = matrix()
-                    .into_iter()
-                    .find(|c| c.emulator == case.emulator && c.scenario == "boot")
-                    .expect("the matrix has a KVM boot case");
-                let mut probe_manifest = base.clone();
-                probe_manifest.append_cmdline(&probe_case.cmdline());
-                let probe_iso = iso::build(&probe_manifest, &images, &Loader::Bridge)?;
-                let probe_machine = machine.clone();
-                jobs.push(Job {
-                    kind: JobKind::KvmProbe { slot: None },
-                    case: probe_case,
-                    iso: probe_iso,
-                    machine: probe_machine,
-                });
-                JobKind::Case { slot }
-            }
-        } else {
-            JobKind::Case { slot }
-        };
         jobs.push(Job {
-            kind,
+            slot,
             case: case.clone(),
             iso,
             machine,
@@ -593,20 +493,12 @@ fn boot_matrix(opts: &Options, tally: &mut Tally) -> Result<()> {
 
     step(format!(
         "booting {} case(s), {} skipped, {} at a time",
-        jobs.iter()
-            .filter(|j| !matches!(j.kind, JobKind::KvmProbe { slot: None }))
-            .count(),
+        jobs.len(),
         results.iter().filter(|r| r.is_some()).count(),
         opts.jobs
     ));
     let shared = Shared {
         results: Mutex::new((results, 0, std::mem::take(tally))),
-        kvm: Mutex::new(if kvm_probe_queued {
-            KvmState::Unknown
-        } else {
-            KvmState::Unusable("not probed".into())
-        }),
-        kvm_decided: Condvar::new(),
         rfb: Mutex::new(()),
         kvm_guest: Mutex::new(()),
     };
