@@ -304,9 +304,13 @@ pub fn fuzz(opts: &Options) -> Result<u8> {
     println!();
     step("fuzz summary:");
     println!("{}", crate::util::indent(summary.report().trim_end(), "    "));
-    if let Some(t) = run_time(&booted.serial, &booted.line_times).filter(|t| !t.is_zero()) {
-        let secs = t.as_secs_f64();
-        step(format!("{:.0} calls/s ({} calls in {secs:.1} s, from the first worker's start to the last one's end)", summary.calls as f64 / secs, summary.calls));
+    let (time, over) = match run_time(&booted.serial, &booted.line_times).filter(|t| !t.is_zero()) {
+        Some(t) => (t, "from the first worker's start to the last one's end"),
+        None => (booted.elapsed, "the whole boot"),
+    };
+    if summary.calls > 0 && !time.is_zero() {
+        let secs = time.as_secs_f64();
+        step(format!("{:.0} calls/s ({} calls in {secs:.1} s, {over})", summary.calls as f64 / secs, summary.calls));
     }
     for line in &summary.anomaly_lines {
         step(line);

@@ -353,12 +353,8 @@ impl Worker {
                     a[1] = self.rng.below(LOG_TEXT.len() as u64 + 1);
                 }
             }
-            nr::SLEEP => {
-                // A long sleep parks a job for up to an hour (the kernel's cap): rarely.
-                if a[0] > 30 && !self.rng.chance(1, 64) {
-                    a[0] %= 31;
-                }
-            }
+            // A long sleep parks a job for up to an hour (the kernel's cap): rarely.
+            nr::SLEEP if a[0] > 30 && !self.rng.chance(1, 64) => a[0] %= 31,
             // Deleting the last handle of an object a parked job waits on would park it for good.
             nr::CAP_DELETE if self.in_use(a[0]) && self.handles.is_last_of_object(a[0]) => a[0] ^= 1 << 41,
             _ => {}
@@ -695,9 +691,9 @@ pub fn run(cpu: u64, seed: u64, count: u64) -> i32 {
     while made < count {
         w.iteration += 1;
         made += w.step() as u64;
-        if w.iteration % 16 == 0 && w.free_slots() < SLOTS {
-            w.reap(w.iteration % 256 == 0);
-            if w.iteration % 32 == 0 {
+        if w.iteration.is_multiple_of(16) && w.free_slots() < SLOTS {
+            w.reap(w.iteration.is_multiple_of(256));
+            if w.iteration.is_multiple_of(32) {
                 made += w.wake_parked(count - made);
             }
         }
