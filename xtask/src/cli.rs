@@ -15,6 +15,9 @@ commands:
                a table of round trips in retired instructions (also in target/compare/)
   fuzz         the system-call fuzzer (scenario fuzz): streams its progress, prints the results
                per error kind and per call, and on failure the command that repeats the run
+  bench        the bench program on every machine this host can run (QEMU -icount, KVM, Debian's
+               Bochs tigerlake, Bochs wildcat_lake FRED on/off), at 1 and 2 CPUs; the report in
+               target/bench/ (report.json, report.md, report.svg)
 
 options (build, iso, run):
   --release | --debug     cargo profile of the bare-metal images (default: --release)
@@ -36,6 +39,10 @@ options (run and fuzz; --timeout also for compare):
 options (fuzz; also --cmdline, --entry and the run options above):
   --seed N                the generator's seed (default: a random one, printed)
   --count N               system calls in total, split over the CPUs (default: 1000000)
+
+options (bench; also --timeout, and --filter to pick machines by id, e.g. --filter qemu-icount):
+  --check FILE            run only the instruction-counting machines of the baseline FILE (a
+                          report.json) and fail when a median grew beyond the tolerance
 
 options (test):
   --filter TEXT           only boot cases whose label contains TEXT (',' separates alternatives),
@@ -60,6 +67,7 @@ pub enum Command {
     Test,
     Compare,
     Fuzz,
+    Bench,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +113,8 @@ pub struct Options {
     /// `fuzz`: the seed and the number of calls; `None`: the defaults.
     pub seed: Option<u64>,
     pub count: Option<u64>,
+    /// `bench --check`: the baseline report.
+    pub check: Option<PathBuf>,
 }
 
 impl Options {
@@ -126,6 +136,7 @@ impl Options {
             jobs: 1,
             seed: None,
             count: None,
+            check: None,
         }
     }
 
@@ -169,8 +180,10 @@ fn applies(option: &str, command: Command) -> bool {
         "--release" | "--debug" | "--limine" => true,
         "--cmdline" | "--entry" => matches!(command, Build | Iso | Run | Fuzz),
         "--emulator" | "--accel" | "--smp" | "--fred" | "--cpu" => matches!(command, Run | Fuzz),
-        "--timeout" => matches!(command, Run | Compare | Fuzz),
-        "--filter" | "--no-host" | "--jobs" => command == Test,
+        "--timeout" => matches!(command, Run | Compare | Fuzz | Bench),
+        "--filter" => matches!(command, Test | Bench),
+        "--no-host" | "--jobs" => command == Test,
+        "--check" => command == Bench,
         "--seed" | "--count" => command == Fuzz,
         _ => false,
     }
@@ -190,6 +203,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "--jobs",
     "--seed",
     "--count",
+    "--check",
 ];
 const FLAG_OPTIONS: &[&str] = &["--release", "--debug", "--no-host"];
 
@@ -210,6 +224,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
         Some("test") => Command::Test,
         Some("compare") => Command::Compare,
         Some("fuzz") => Command::Fuzz,
+        Some("bench") => Command::Bench,
         Some(other) => return bad(format!("unknown command {other:?}")),
     };
     let mut opts = Options::new(command);
@@ -307,6 +322,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                 }
                 opts.count = Some(count);
             }
+            "--check" => opts.check = Some(PathBuf::from(value)),
             _ => unreachable!("option table and match disagree on {name}"),
         }
     }
@@ -334,6 +350,7 @@ pub fn command_name(command: Command) -> &'static str {
         Command::Test => "test",
         Command::Compare => "compare",
         Command::Fuzz => "fuzz",
+        Command::Bench => "bench",
     }
 }
 
@@ -464,6 +481,17 @@ mod tests {
         assert!(error("run --seed 1").contains("does not apply to `run`"));
         assert!(error("test --count 5").contains("does not apply to `test`"));
         assert!(error("fuzz --jobs 2").contains("does not apply to `fuzz`"));
+    }
+
+    #[test]
+    fn bench_takes_check_filter_and_timeout_only() {
+        let opts = parse_str("bench --check bench/baseline.json --filter qemu-icount --timeout 100").unwrap();
+        assert_eq!(opts.command, Command::Bench);
+        assert_eq!(opts.check, Some(PathBuf::from("bench/baseline.json")));
+        assert_eq!((opts.filter.as_deref(), opts.timeout_secs), (Some("qemu-icount"), Some(100)));
+        assert_eq!(parse_str("bench").unwrap().check, None);
+        assert!(error("bench --smp 2").contains("does not apply to `bench`"));
+        assert!(error("run --check x").contains("does not apply to `run`"));
     }
 
     #[test]

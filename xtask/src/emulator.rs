@@ -193,6 +193,17 @@ pub fn boot(
     work_dir: &Path,
     limits: &BootLimits,
 ) -> Result<BootResult> {
+    boot_with(machine, iso, work_dir, limits, &[])
+}
+
+/// [`boot`] with `qemu_extra` appended to QEMU's arguments (`cargo xtask bench`: `-icount`).
+pub fn boot_with(
+    machine: &Machine,
+    iso: &Path,
+    work_dir: &Path,
+    limits: &BootLimits,
+    qemu_extra: &[String],
+) -> Result<BootResult> {
     std::fs::create_dir_all(work_dir)
         .map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
     let serial_log = work_dir.join("serial.log");
@@ -200,7 +211,7 @@ pub fn boot(
     let (mut command, tail_serial) = match machine.emulator {
         Emulator::Qemu(_) => {
             let mut command = Command::new("qemu-system-x86_64");
-            command.args(qemu_args(machine, iso));
+            command.args(qemu_args(machine, iso)).args(qemu_extra);
             if limits.injects_mce() {
                 let socket = work_dir.join("monitor.sock");
                 let _ = std::fs::remove_file(&socket);

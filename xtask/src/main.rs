@@ -1,5 +1,6 @@
 //! `cargo xtask`: build the images, make ISOs, boot them, run the tests. See `cargo xtask help`.
 
+mod bench;
 mod bochs;
 mod cli;
 mod compare;
@@ -8,7 +9,9 @@ mod fuzz;
 mod images;
 mod iso;
 mod kvm;
+mod json;
 mod manifest;
+mod report;
 mod run;
 mod test;
 mod tools;
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         cli::Command::Test => test::test(&opts),
         cli::Command::Compare => compare::compare(&opts),
         cli::Command::Fuzz => fuzz::fuzz(&opts),
+        cli::Command::Bench => bench::bench(&opts),
     };
     match result {
         Ok(code) => ExitCode::from(code),
