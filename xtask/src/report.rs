@@ -421,6 +421,48 @@ pub fn config_table(c: &Config) -> String {
     s
 }
 
+/// Every machine that ran side by side: one column of medians each, and FRED/IST where the
+/// wildcat_lake pair ran (the README's table).
+pub fn summary_table(report: &Report) -> String {
+    let ran: Vec<&Config> = report.configs.iter().filter(|c| matches!(c.outcome, Outcome::Ran(_))).collect();
+    let pair = ran.iter().any(|c| c.id == FRED_ID) && ran.iter().any(|c| c.id == IST_TWIN_ID);
+    let mut s = String::from("| event |");
+    for c in &ran {
+        let _ = write!(s, " {} ({}, {}) |", c.id, c.backend.to_uppercase(), c.unit.name());
+    }
+    if pair {
+        s.push_str(" FRED/IST |");
+    }
+    s.push_str("\n| --- |");
+    s.push_str(&" ---: |".repeat(ran.len() + usize::from(pair)));
+    s.push('\n');
+    for r in ROWS {
+        if !ran.iter().any(|c| c.figure(r.name, r.smp).is_some()) {
+            continue;
+        }
+        let _ = write!(s, "| {} |", r.label);
+        for c in &ran {
+            match c.figure(r.name, r.smp) {
+                Some(f) => {
+                    let _ = write!(s, " {} |", thousands(f.median));
+                }
+                None => s.push_str(" |"),
+            }
+        }
+        if pair {
+            let get = |id: &str| ran.iter().find(|c| c.id == id).and_then(|c| c.figure(r.name, r.smp)).map(|f| f.median);
+            match (get(FRED_ID), get(IST_TWIN_ID)) {
+                (Some(f), Some(i)) => {
+                    let _ = write!(s, " {} |", ratio(f, i));
+                }
+                _ => s.push_str(" |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// FRED against IST on the same Bochs model, if both ran.
 pub fn fred_ist_table(report: &Report) -> Option<String> {
     let fred = report.configs.iter().find(|c| c.id == FRED_ID)?;
@@ -517,6 +559,7 @@ pub fn markdown(report: &Report) -> String {
     for c in &report.configs {
         let _ = writeln!(s, "| {} (`{}`) | {} | {} | {} |", c.title, c.id, c.backend.to_uppercase(), c.unit.name(), status(c));
     }
+    let _ = write!(s, "\n## Medians side by side\n\n{}", summary_table(report));
     for c in &report.configs {
         if let Outcome::Ran(_) = c.outcome {
             let _ = write!(s, "\n## {} ({}, {})\n\n{}", c.title, c.backend.to_uppercase(), c.unit.name(), config_table(c));
@@ -813,7 +856,7 @@ mod tests {
     #[test]
     fn markdown_has_a_table_per_configuration_the_ratios_and_the_references() {
         let md = markdown(&report());
-        assert_eq!(md.matches("\n## ").count(), 4 + 2, "{md}"); // 4 ran, FRED/IST, references
+        assert_eq!(md.matches("\n## ").count(), 1 + 4 + 2, "{md}"); // summary, 4 ran, FRED/IST, references
         assert!(md.contains("| null system call (bench_null: entry, dispatch, exit) | 150 | 149 | 152 | 1000 | +140 (1 x 10) |"), "{md}");
         assert!(md.contains("| IPC call/reply, server thread on the other CPU (2 CPUs) | 9,000 |"), "{md}");
         // FRED/IST: the floor and the null call, 115 / 157.
@@ -825,6 +868,16 @@ mod tests {
         assert!(md.contains("| seL4, fastpath call + reply, Skylake | 772 cycles | (not measured here) |"), "{md}");
         // Linux's figure is on the same Bochs model: only the wildcat_lake pair goes beside it.
         assert!(md.contains("| 195 instructions (FRED) / 209 (IDT) | 115 instructions (bochs-fred, FRED); 157 instructions (bochs-ist, IST) |"), "{md}");
+    }
+
+    #[test]
+    fn summary_has_a_column_per_machine_that_ran_and_the_ratio() {
+        let t = summary_table(&report());
+        let header = t.lines().next().unwrap();
+        assert_eq!(header, "| event | qemu-icount (IST, instructions) | bochs-fred (FRED, instructions) | bochs-ist (IST, instructions) | qemu-kvm (IST, cycles) | FRED/IST |");
+        assert!(t.contains("| null system call (bench_null: entry, dispatch, exit) | 150 | 115 | 157 | 900 | 0.73 |"), "{t}");
+        assert!(t.contains("| IPC call/reply, server thread on the other CPU (2 CPUs) | 9,000 | | | | |"), "{t}");
+        assert!(!t.contains("thread creation"), "rows nobody measured are left out: {t}");
     }
 
     #[test]
