@@ -3,10 +3,11 @@
 //! is user/init/src/program/fuzz.rs) and exits with status 0 only if every worker made its
 //! calls without an anomaly, the victim saw nothing change and echo still answered through the
 //! name server. The kernel waits for init, up to `abi::harness::fuzz_time_limit_secs`, and
-//! reports the free frames before and after. This side runs in CPU 0's idle context, so it
-//! begins only once CPU 0 has nothing else to run (its worker and checker may be done by then):
-//! the limit catches a run that hangs on another CPU. A kernel panic or exception ends the scenario on its own (and
-//! the host fails any log with `PANIC` or `EXCEPTION` in it).
+//! reports the frames left free (compare the boot's `frames free` line). This side runs in CPU
+//! 0's idle context, so it begins only once CPU 0 has nothing else to run (its worker and
+//! checker may be done by then): the limit catches a run that hangs on another CPU. A kernel
+//! panic or exception ends the scenario on its own (and the host fails any log with `PANIC` or
+//! `EXCEPTION` in it).
 //!
 //! Command-line words: `fuzz_seed=S` and `fuzz_count=N` (see `cmdline`), passed on to init.
 
@@ -29,7 +30,6 @@ pub fn run() -> ! {
         finish(Verdict::Fail(format_args!("init did not start")))
     };
     let limit = abi::harness::fuzz_time_limit_secs(count());
-    let frames_before = phys::free_frames();
     let me = percpu::this();
     let start = me.ticks.load(Ordering::Relaxed);
     while !init.is_finished() {
@@ -40,7 +40,7 @@ pub fn run() -> ! {
         }
         crate::sched::idle_once();
     }
-    log::info!("fuzz: free frames {frames_before} when the scenario began, {} at its end", phys::free_frames());
+    log::info!("{} frames free after the run", phys::free_frames());
     match init.exit_code() {
         0 => finish(Verdict::Pass),
         code => finish(Verdict::Fail(format_args!("init exited with status {code} (see the fuzz lines above)"))),
