@@ -42,7 +42,10 @@ pub const ICOUNT_CPU: &str = "max,-x2apic";
 /// exactly on Bochs; under QEMU `-icount` the events repeat exactly too and only figures that
 /// include timer or idle timing (thread creation's heap state, boot, the cross-CPU round
 /// trip) move, by well under 1 % between runs on this machine (README: the check).
-pub const TOLERANCE: Tolerance = Tolerance { percent: 1.0, slack: 2 };
+pub const TOLERANCE: Tolerance = Tolerance {
+    percent: 1.0,
+    slack: 2,
+};
 
 /// The CPU counts each machine boots with.
 const SMPS: [u32; 2] = [1, 2];
@@ -73,8 +76,12 @@ fn backend_name(b: Backend) -> &'static str {
     }
 }
 
-/// Every machine, with how to boot it or why it cannot run here.
-fn machines(opts: &Options) -> Vec<(Spec, std::result::Result<Setup, String>)> {
+/// Every machine `wanted` (by id and unit), with how to boot it or why it cannot run here.
+/// Machines not wanted are not looked for (no KVM probe, no Bochs inspection).
+fn machines(
+    opts: &Options,
+    wanted: &dyn Fn(&str, Unit) -> bool,
+) -> Vec<(Spec, std::result::Result<Setup, String>)> {
     let timeout = |default: u64| {
         Duration::from_secs(match opts.timeout_secs {
             Some(0) | None => default,
@@ -84,69 +91,112 @@ fn machines(opts: &Options) -> Vec<(Spec, std::result::Result<Setup, String>)> {
     let mut out = Vec::new();
 
     let qemu = tools::ensure(&[Tool::Qemu]).map_err(|e| format!("no usable QEMU: {e}"));
-    let qemu_version = tools::qemu_version().map(|(a, b)| format!(" {a}.{b}")).unwrap_or_default();
-    out.push((
-        Spec {
-            id: "qemu-icount",
-            title: format!("QEMU{qemu_version} TCG -icount shift=0, -cpu {ICOUNT_CPU}"),
-            backend: Backend::Ist,
-            unit: Unit::Instructions,
-        },
-        qemu.clone().map(|_| Setup {
-            emulator: Emulator::Qemu(Accel::Tcg),
-            cpu_model: ICOUNT_CPU.into(),
-            exclude_fred: false,
-            bochs: None,
-            entry: Entry::Auto,
-            qemu_extra: ICOUNT.iter().map(|s| s.to_string()).collect(),
-            timeout: timeout(300),
-        }),
-    ));
-
-    out.push((
-        Spec {
-            id: "qemu-kvm",
-            title: format!("QEMU{qemu_version} KVM, -cpu {}", qemu_cpu_model(Accel::Kvm)),
-            backend: Backend::Ist,
-            unit: Unit::Cycles,
-        },
-        qemu.and_then(|_| crate::kvm::usable().map_err(|e| format!("KVM not usable: {e}"))).map(|_| Setup {
-            emulator: Emulator::Qemu(Accel::Kvm),
-            cpu_model: qemu_cpu_model(Accel::Kvm).into(),
-            exclude_fred: false,
-            bochs: None,
-            entry: Entry::Auto,
-            qemu_extra: Vec::new(),
-            timeout: timeout(300),
-        }),
-    ));
-
-    let debian = debian_bochs(opts.check.is_none());
-    out.push((
-        Spec {
-            id: "bochs-tigerlake",
-            title: format!("Bochs{} (Debian) tigerlake", debian.as_ref().map(|b| format!(" {}", b.version)).unwrap_or_default()),
-            backend: Backend::Ist,
-            unit: Unit::Instructions,
-        },
-        debian.map(|b| Setup {
-            emulator: Emulator::Bochs,
-            cpu_model: BOCHS_IST_MODEL.into(),
-            exclude_fred: false,
-            bochs: Some(b),
-            entry: Entry::Ist,
-            qemu_extra: Vec::new(),
-            timeout: timeout(600),
-        }),
-    ));
-
-    let fred = bochs::find_fred();
-    let version = fred.as_ref().map(|b| format!(" {}", b.version)).unwrap_or_default();
-    for on in [true, false] {
+    let qemu_version = tools::qemu_version()
+        .map(|(a, b)| format!(" {a}.{b}"))
+        .unwrap_or_default();
+    if wanted("qemu-icount", Unit::Instructions) {
         out.push((
             Spec {
-                id: if on { report::FRED_ID } else { report::IST_TWIN_ID },
-                title: format!("Bochs{version} {BOCHS_FRED_MODEL}{}", if on { "" } else { " exclude_features=fred" }),
+                id: "qemu-icount",
+                title: format!("QEMU{qemu_version} TCG -icount shift=0, -cpu {ICOUNT_CPU}"),
+                backend: Backend::Ist,
+                unit: Unit::Instructions,
+            },
+            qemu.clone().map(|_| Setup {
+                emulator: Emulator::Qemu(Accel::Tcg),
+                cpu_model: ICOUNT_CPU.into(),
+                exclude_fred: false,
+                bochs: None,
+                entry: Entry::Auto,
+                qemu_extra: ICOUNT.iter().map(|s| s.to_string()).collect(),
+                timeout: timeout(300),
+            }),
+        ));
+    }
+
+    if wanted("qemu-kvm", Unit::Cycles) {
+        out.push((
+            Spec {
+                id: "qemu-kvm",
+                title: format!(
+                    "QEMU{qemu_version} KVM, -cpu {}",
+                    qemu_cpu_model(Accel::Kvm)
+                ),
+                backend: Backend::Ist,
+                unit: Unit::Cycles,
+            },
+            qemu.and_then(|_| crate::kvm::usable().map_err(|e| format!("KVM not usable: {e}")))
+                .map(|_| Setup {
+                    emulator: Emulator::Qemu(Accel::Kvm),
+                    cpu_model: qemu_cpu_model(Accel::Kvm).into(),
+                    exclude_fred: false,
+                    bochs: None,
+                    entry: Entry::Auto,
+                    qemu_extra: Vec::new(),
+                    timeout: timeout(300),
+                }),
+        ));
+    }
+
+    if wanted("bochs-tigerlake", Unit::Instructions) {
+        let debian = debian_bochs(opts.check.is_none());
+        out.push((
+            Spec {
+                id: "bochs-tigerlake",
+                title: format!(
+                    "Bochs{} (Debian) tigerlake",
+                    debian
+                        .as_ref()
+                        .map(|b| format!(" {}", b.version))
+                        .unwrap_or_default()
+                ),
+                backend: Backend::Ist,
+                unit: Unit::Instructions,
+            },
+            debian.map(|b| Setup {
+                emulator: Emulator::Bochs,
+                cpu_model: BOCHS_IST_MODEL.into(),
+                exclude_fred: false,
+                bochs: Some(b),
+                entry: Entry::Ist,
+                qemu_extra: Vec::new(),
+                timeout: timeout(600),
+            }),
+        ));
+    }
+
+    if !wanted(report::FRED_ID, Unit::Instructions)
+        && !wanted(report::IST_TWIN_ID, Unit::Instructions)
+    {
+        return out;
+    }
+    let fred = bochs::find_fred();
+    let version = fred
+        .as_ref()
+        .map(|b| format!(" {}", b.version))
+        .unwrap_or_default();
+    for on in [true, false] {
+        if !wanted(
+            if on {
+                report::FRED_ID
+            } else {
+                report::IST_TWIN_ID
+            },
+            Unit::Instructions,
+        ) {
+            continue;
+        }
+        out.push((
+            Spec {
+                id: if on {
+                    report::FRED_ID
+                } else {
+                    report::IST_TWIN_ID
+                },
+                title: format!(
+                    "Bochs{version} {BOCHS_FRED_MODEL}{}",
+                    if on { "" } else { " exclude_features=fred" }
+                ),
                 backend: if on { Backend::Fred } else { Backend::Ist },
                 unit: Unit::Instructions,
             },
@@ -170,14 +220,22 @@ fn debian_bochs(may_install: bool) -> std::result::Result<Bochs, String> {
     let path = match which("bochs") {
         Some(p) => p,
         None if may_install && is_root() => {
-            tools::ensure(&[Tool::Bochs]).map_err(|e| format!("cannot install Debian's bochs: {e}"))?;
+            tools::ensure(&[Tool::Bochs])
+                .map_err(|e| format!("cannot install Debian's bochs: {e}"))?;
             which("bochs").ok_or("bochs is still not on PATH")?
         }
-        None => return Err("Debian's bochs is not installed (apt-get install bochs bochs-term bochsbios vgabios)".into()),
+        None => return Err(
+            "Debian's bochs is not installed (apt-get install bochs bochs-term bochsbios vgabios)"
+                .into(),
+        ),
     };
     let found = bochs::inspect(&path)?;
     if !found.models.iter().any(|m| m == BOCHS_IST_MODEL) {
-        return Err(format!("{} ({}) has no {BOCHS_IST_MODEL} model", path.display(), found.version));
+        return Err(format!(
+            "{} ({}) has no {BOCHS_IST_MODEL} model",
+            path.display(),
+            found.version
+        ));
     }
     Ok(found)
 }
@@ -195,7 +253,9 @@ fn follow(log: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
                     partial.clear();
                 }
                 let mut bytes = Vec::new();
-                if file.seek(SeekFrom::Start(offset)).is_ok() && file.read_to_end(&mut bytes).is_ok() {
+                if file.seek(SeekFrom::Start(offset)).is_ok()
+                    && file.read_to_end(&mut bytes).is_ok()
+                {
                     offset += bytes.len() as u64;
                     partial.push_str(&String::from_utf8_lossy(&bytes));
                     while let Some(end) = partial.find('\n') {
@@ -221,8 +281,18 @@ fn follow(log: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
 fn progress_line(text: &str) -> String {
     let mut words = text.split_whitespace();
     let name = words.next().unwrap_or("?");
-    let get = |key: &str| text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).unwrap_or("?");
-    format!("{name:<20} {:>12} (p10 {}, p90 {}, n={})", get("median"), get("p10"), get("p90"), get("n"))
+    let get = |key: &str| {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("?")
+    };
+    format!(
+        "{name:<20} {:>12} (p10 {}, p90 {}, n={})",
+        get("median"),
+        get("p10"),
+        get("p90"),
+        get("n")
+    )
 }
 
 /// One boot of the bench on `setup` with `smp` CPUs.
@@ -239,7 +309,11 @@ fn run_boot(opts: &Options, spec: &Spec, setup: &Setup, smp: u32, dir: &Path) ->
         smp,
         bochs: setup.bochs.clone(),
     };
-    let limits = BootLimits { timeout: Some(setup.timeout), scenario: Some(SCENARIO.to_string()), echo: false };
+    let limits = BootLimits {
+        timeout: Some(setup.timeout),
+        scenario: Some(SCENARIO.to_string()),
+        echo: false,
+    };
     let work = dir.join(spec.id).join(format!("smp{smp}"));
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let log = work.join("serial.log");
@@ -258,8 +332,13 @@ fn run_boot(opts: &Options, spec: &Spec, setup: &Setup, smp: u32, dir: &Path) ->
             indent(&tail(&result.serial, 15), "    | ")
         ));
     }
-    let figures = report::parse_log(&result.serial).map_err(|e| format!("{e} (log: {})", result.serial_log.display()))?;
-    Ok(Boot { smp, seconds: result.elapsed.as_secs_f64(), figures })
+    let figures = report::parse_log(&result.serial)
+        .map_err(|e| format!("{e} (log: {})", result.serial_log.display()))?;
+    Ok(Boot {
+        smp,
+        seconds: result.elapsed.as_secs_f64(),
+        figures,
+    })
 }
 
 fn commit() -> String {
@@ -274,10 +353,18 @@ fn commit() -> String {
 }
 
 fn host() -> String {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, m)| m.trim().to_string())))
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("host: {cpus} x {model}")
 }
@@ -286,7 +373,8 @@ pub fn bench(opts: &Options) -> Result<u8> {
     crate::tools::ensure(&iso_tools(&loader(opts)?))?;
     let baseline = match &opts.check {
         Some(file) => {
-            let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read the baseline {}: {e}", file.display()))?;
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read the baseline {}: {e}", file.display()))?;
             let value = json::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
             Some(Report::from_json(&value).map_err(|e| format!("{}: {e}", file.display()))?)
         }
@@ -295,16 +383,22 @@ pub fn bench(opts: &Options) -> Result<u8> {
     let dir = target_dir().join("bench");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
 
-    let mut plan = machines(opts);
     // Which machines this run is about: `--filter`, and for `--check` the instruction-counting
     // ones the baseline has.
-    plan.retain(|(spec, _)| {
-        let wanted = opts.filter.as_deref().is_none_or(|f| f.split(',').any(|part| spec.id.contains(part.trim())));
+    let wanted = |id: &str, unit: Unit| {
+        let picked = opts
+            .filter
+            .as_deref()
+            .is_none_or(|f| f.split(',').any(|part| id.contains(part.trim())));
         let in_baseline = baseline.as_ref().is_none_or(|b| {
-            spec.unit == Unit::Instructions && b.configs.iter().any(|c| c.id == spec.id && matches!(c.outcome, Outcome::Ran(_)))
+            unit == Unit::Instructions
+                && b.configs
+                    .iter()
+                    .any(|c| c.id == id && matches!(c.outcome, Outcome::Ran(_)))
         });
-        wanted && in_baseline
-    });
+        picked && in_baseline
+    };
+    let plan = machines(opts, &wanted);
     if plan.is_empty() {
         return Err("no machine selected (see --filter, and the baseline's configurations)".into());
     }
@@ -334,12 +428,25 @@ pub fn bench(opts: &Options) -> Result<u8> {
                     ));
                     match run_boot(opts, spec, setup, smp, &dir) {
                         Ok(boot) => {
-                            step(format!("[{boot_no}/{boots_total}] {}: {} figures in {:.1} s", spec.id, boot.figures.len(), boot.seconds));
+                            step(format!(
+                                "[{boot_no}/{boots_total}] {}: {} figures in {:.1} s",
+                                spec.id,
+                                boot.figures.len(),
+                                boot.seconds
+                            ));
                             boots.push(boot);
                         }
                         Err(why) => {
-                            step(format!("[{boot_no}/{boots_total}] {}, {smp} CPU{}: FAILED: {why}", spec.id, if smp == 1 { "" } else { "s" }));
-                            error = Some(format!("{smp} CPU{}: {}", if smp == 1 { "" } else { "s" }, why.lines().next().unwrap_or("")));
+                            step(format!(
+                                "[{boot_no}/{boots_total}] {}, {smp} CPU{}: FAILED: {why}",
+                                spec.id,
+                                if smp == 1 { "" } else { "s" }
+                            ));
+                            error = Some(format!(
+                                "{smp} CPU{}: {}",
+                                if smp == 1 { "" } else { "s" },
+                                why.lines().next().unwrap_or("")
+                            ));
                             boot_no += SMPS.len() - boots.len() - 1;
                             break;
                         }
@@ -348,7 +455,9 @@ pub fn bench(opts: &Options) -> Result<u8> {
                 match error {
                     None => Outcome::Ran(boots),
                     // A KVM that cannot boot the bench is a KVM that is not usable here.
-                    Some(why) if spec.unit == Unit::Cycles => Outcome::Skipped(format!("KVM not usable: the bench boot failed: {why}")),
+                    Some(why) if spec.unit == Unit::Cycles => {
+                        Outcome::Skipped(format!("KVM not usable: the bench boot failed: {why}"))
+                    }
                     Some(why) => {
                         failed += 1;
                         Outcome::Failed(why)
@@ -364,19 +473,33 @@ pub fn bench(opts: &Options) -> Result<u8> {
             outcome,
         });
     }
-    let report = Report { commit: commit(), host: host(), configs };
+    let report = Report {
+        commit: commit(),
+        host: host(),
+        configs,
+    };
     let md = report::markdown(&report);
-    for (file, text) in [("report.json", report.to_json().pretty()), ("report.md", md.clone()), ("report.svg", report::svg(&report))] {
+    for (file, text) in [
+        ("report.json", report.to_json().pretty()),
+        ("report.md", md.clone()),
+        ("report.svg", report::svg(&report)),
+    ] {
         let path = dir.join(file);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     println!("{md}");
-    step(format!("wrote report.json, report.md and report.svg to {}", dir.display()));
+    step(format!(
+        "wrote report.json, report.md and report.svg to {}",
+        dir.display()
+    ));
     if let Some(baseline) = baseline {
         let (checked, not_compared) = report::check(&baseline, &report, TOLERANCE);
         let text = report::check_text(&checked, &not_compared, TOLERANCE);
         print!("{text}");
-        let beyond = checked.iter().filter(|c| matches!(c.verdict, report::Verdict::Grew | report::Verdict::Missing)).count();
+        let beyond = checked
+            .iter()
+            .filter(|c| matches!(c.verdict, report::Verdict::Grew | report::Verdict::Missing))
+            .count();
         if beyond > 0 || failed > 0 {
             return Ok(1);
         }

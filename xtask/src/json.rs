@@ -134,7 +134,10 @@ fn write_string(out: &mut String, s: &str) {
 
 /// Parses one JSON document (RFC 8259), refusing trailing text.
 pub fn parse(text: &str) -> Result<Value, String> {
-    let mut p = Parser { s: text.as_bytes(), at: 0 };
+    let mut p = Parser {
+        s: text.as_bytes(),
+        at: 0,
+    };
     let v = p.value(0)?;
     p.space();
     if p.at != p.s.len() {
@@ -150,7 +153,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn error(&self, what: &str) -> String {
-        let line = 1 + self.s[..self.at.min(self.s.len())].iter().filter(|&&b| b == b'\n').count();
+        let line = 1 + self.s[..self.at.min(self.s.len())]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         format!("JSON line {line}: {what}")
     }
 
@@ -232,11 +238,18 @@ impl Parser<'_> {
             }
             Some(b'-' | b'0'..=b'9') => {
                 let start = self.at;
-                while self.at < self.s.len() && matches!(self.s[self.at], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                while self.at < self.s.len()
+                    && matches!(
+                        self.s[self.at],
+                        b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                    )
+                {
                     self.at += 1;
                 }
                 let text = std::str::from_utf8(&self.s[start..self.at]).expect("ASCII");
-                text.parse::<f64>().map(Value::Num).map_err(|_| self.error("bad number"))
+                text.parse::<f64>()
+                    .map(Value::Num)
+                    .map_err(|_| self.error("bad number"))
             }
             Some(_) => Err(self.error("unexpected character")),
         }
@@ -246,12 +259,16 @@ impl Parser<'_> {
         self.at += 1; // the opening quote
         let mut out = String::new();
         loop {
-            let Some(&b) = self.s.get(self.at) else { return Err(self.error("unterminated string")) };
+            let Some(&b) = self.s.get(self.at) else {
+                return Err(self.error("unterminated string"));
+            };
             self.at += 1;
             match b {
                 b'"' => return Ok(out),
                 b'\\' => {
-                    let Some(&e) = self.s.get(self.at) else { return Err(self.error("unterminated string")) };
+                    let Some(&e) = self.s.get(self.at) else {
+                        return Err(self.error("unterminated string"));
+                    };
                     self.at += 1;
                     out.push(match e {
                         b'"' => '"',
@@ -263,10 +280,14 @@ impl Parser<'_> {
                         b'b' => '\u{8}',
                         b'f' => '\u{c}',
                         b'u' => {
-                            let hex = self.s.get(self.at..self.at + 4).ok_or_else(|| self.error("short \\u escape"))?;
+                            let hex = self
+                                .s
+                                .get(self.at..self.at + 4)
+                                .ok_or_else(|| self.error("short \\u escape"))?;
                             self.at += 4;
-                            let code = u32::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16)
-                                .map_err(|_| self.error("bad \\u escape"))?;
+                            let code =
+                                u32::from_str_radix(std::str::from_utf8(hex).unwrap_or("x"), 16)
+                                    .map_err(|_| self.error("bad \\u escape"))?;
                             char::from_u32(code).unwrap_or('\u{fffd}')
                         }
                         _ => return Err(self.error("bad escape")),
@@ -282,7 +303,10 @@ impl Parser<'_> {
                         0xe0..=0xef => 3,
                         _ => 4,
                     };
-                    let bytes = self.s.get(start..start + len).ok_or_else(|| self.error("bad UTF-8"))?;
+                    let bytes = self
+                        .s
+                        .get(start..start + len)
+                        .ok_or_else(|| self.error("bad UTF-8"))?;
                     out.push_str(std::str::from_utf8(bytes).map_err(|_| self.error("bad UTF-8"))?);
                     self.at = start + len;
                 }
@@ -302,7 +326,10 @@ mod tests {
             ("n", Value::int(-1000)),
             ("ratio", Value::Num(0.89)),
             ("empty", Value::Arr(vec![])),
-            ("list", Value::Arr(vec![Value::Null, Value::Bool(true), Value::obj(vec![])])),
+            (
+                "list",
+                Value::Arr(vec![Value::Null, Value::Bool(true), Value::obj(vec![])]),
+            ),
         ]);
         let text = v.pretty();
         assert!(text.contains("\"n\": -1000,\n"), "{text}");
@@ -313,8 +340,15 @@ mod tests {
     #[test]
     fn accessors_read_what_the_check_needs() {
         let v = parse(r#"{"a": {"b": [1, 2.5, "x"]}}"#).unwrap();
-        let b = v.get("a").and_then(|a| a.get("b")).and_then(Value::as_array).unwrap();
-        assert_eq!((b[0].as_i64(), b[1].as_i64(), b[1].as_f64(), b[2].as_str()), (Some(1), None, Some(2.5), Some("x")));
+        let b = v
+            .get("a")
+            .and_then(|a| a.get("b"))
+            .and_then(Value::as_array)
+            .unwrap();
+        assert_eq!(
+            (b[0].as_i64(), b[1].as_i64(), b[1].as_f64(), b[2].as_str()),
+            (Some(1), None, Some(2.5), Some("x"))
+        );
         assert_eq!(v.get("missing"), None);
     }
 
@@ -322,7 +356,9 @@ mod tests {
     fn malformed_documents_are_refused_with_a_line() {
         assert!(parse("{\"a\": 1,}").unwrap_err().contains("expected a key"));
         assert!(parse("[1 2]").unwrap_err().contains("expected , or ]"));
-        assert!(parse("{\"a\": 1} x").unwrap_err().contains("after the document"));
+        assert!(parse("{\"a\": 1} x")
+            .unwrap_err()
+            .contains("after the document"));
         assert!(parse("\n\n\"abc").unwrap_err().starts_with("JSON line 3"));
         assert!(parse("nul").is_err());
         assert!(parse("\"\\q\"").is_err());

@@ -25,13 +25,18 @@ pub fn parse_log(serial: &str) -> Result<Vec<Figure>, String> {
     let mut out: Vec<Figure> = Vec::new();
     let mut done = false;
     for line in serial.lines() {
-        let Some(at) = line.find("BENCH ") else { continue };
+        let Some(at) = line.find("BENCH ") else {
+            continue;
+        };
         let rest = line[at + "BENCH ".len()..].trim();
         if rest == "done" {
             done = true;
             continue;
         }
-        let name = rest.split_whitespace().next().ok_or_else(|| format!("BENCH line without a name: {line:?}"))?;
+        let name = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| format!("BENCH line without a name: {line:?}"))?;
         let field = |key: &str| -> Result<i64, String> {
             rest.split_whitespace()
                 .filter_map(|w| w.split_once('='))
@@ -43,7 +48,9 @@ pub fn parse_log(serial: &str) -> Result<Vec<Figure>, String> {
         };
         let figure = Figure {
             name: name.to_string(),
-            n: field("n")?.try_into().map_err(|_| format!("BENCH {name}: negative n"))?,
+            n: field("n")?
+                .try_into()
+                .map_err(|_| format!("BENCH {name}: negative n"))?,
             median: field("median")?,
             p10: field("p10")?,
             p90: field("p90")?,
@@ -122,7 +129,12 @@ impl Config {
     /// The figure `name` of the boot with `smp` CPUs.
     pub fn figure(&self, name: &str, smp: u32) -> Option<&Figure> {
         match &self.outcome {
-            Outcome::Ran(boots) => boots.iter().find(|b| b.smp == smp)?.figures.iter().find(|f| f.name == name),
+            Outcome::Ran(boots) => boots
+                .iter()
+                .find(|b| b.smp == smp)?
+                .figures
+                .iter()
+                .find(|f| f.name == name),
             _ => None,
         }
     }
@@ -155,27 +167,146 @@ pub struct Row {
     pub checked: bool,
 }
 
-const fn row(name: &'static str, smp: u32, label: &'static str, entries: u32, plotted: bool, checked: bool) -> Row {
-    Row { name, smp, label, entries, plotted, checked }
+const fn row(
+    name: &'static str,
+    smp: u32,
+    label: &'static str,
+    entries: u32,
+    plotted: bool,
+    checked: bool,
+) -> Row {
+    Row {
+        name,
+        smp,
+        label,
+        entries,
+        plotted,
+        checked,
+    }
 }
 
 pub const ROWS: &[Row] = &[
-    row("syscall_floor", 1, "floor: bare SYSCALL round trip (minimal handler, SYSRET / ERETU)", 0, true, true),
-    row("syscall_null", 1, "null system call (bench_null: entry, dispatch, exit)", 1, true, true),
+    row(
+        "syscall_floor",
+        1,
+        "floor: bare SYSCALL round trip (minimal handler, SYSRET / ERETU)",
+        0,
+        true,
+        true,
+    ),
+    row(
+        "syscall_null",
+        1,
+        "null system call (bench_null: entry, dispatch, exit)",
+        1,
+        true,
+        true,
+    ),
     row("int3", 1, "int3 (#BP from ring 3, resumed)", 1, true, true),
-    row("page_fault", 1, "user page fault (#PF, resumed past the store)", 1, true, true),
-    row("page_fault_demand", 1, "user page fault, demand paging (zeroed page mapped)", 1, true, true),
-    row("timer", 1, "timer interrupt (LAPIC, from ring 3)", 1, true, true),
-    row("nmi_self", 1, "NMI self-IPI (in a system call, minus one without the send)", 0, true, true),
-    row("ipc_call", 1, "IPC call/reply, server thread on the same CPU (fastpath)", 2, true, true),
-    row("ipc_call_cross", 2, "IPC call/reply, server thread on the other CPU (2 CPUs)", 2, true, true),
-    row("switch_yield", 1, "context switch: yield to a thread on the same CPU and back", 2, true, true),
-    row("switch_yield_avx", 1, "the same, both threads with dirty AVX state", 2, true, true),
-    row("thread_create", 1, "thread creation (thread_create, pinned to this CPU)", 1, true, true),
-    row("ap_bringup", 2, "AP bring-up: released by the BSP to online (2 CPUs)", 0, false, true),
-    row("boot_ready", 1, "boot: kernel entry to READY, 1 CPU", 0, false, true),
-    row("boot_ready", 2, "boot: kernel entry to READY, 2 CPUs", 0, false, true),
-    row("boot_firmware", 1, "boot: reset to kernel entry (firmware and bootloader), 1 CPU", 0, false, false),
+    row(
+        "page_fault",
+        1,
+        "user page fault (#PF, resumed past the store)",
+        1,
+        true,
+        true,
+    ),
+    row(
+        "page_fault_demand",
+        1,
+        "user page fault, demand paging (zeroed page mapped)",
+        1,
+        true,
+        true,
+    ),
+    row(
+        "timer",
+        1,
+        "timer interrupt (LAPIC, from ring 3)",
+        1,
+        true,
+        true,
+    ),
+    row(
+        "nmi_self",
+        1,
+        "NMI self-IPI (in a system call, minus one without the send)",
+        0,
+        true,
+        true,
+    ),
+    row(
+        "ipc_call",
+        1,
+        "IPC call/reply, server thread on the same CPU (fastpath)",
+        2,
+        true,
+        true,
+    ),
+    row(
+        "ipc_call_cross",
+        2,
+        "IPC call/reply, server thread on the other CPU (2 CPUs)",
+        2,
+        true,
+        true,
+    ),
+    row(
+        "switch_yield",
+        1,
+        "context switch: yield to a thread on the same CPU and back",
+        2,
+        true,
+        true,
+    ),
+    row(
+        "switch_yield_avx",
+        1,
+        "the same, both threads with dirty AVX state",
+        2,
+        true,
+        true,
+    ),
+    row(
+        "thread_create",
+        1,
+        "thread creation (thread_create, pinned to this CPU)",
+        1,
+        true,
+        true,
+    ),
+    row(
+        "ap_bringup",
+        2,
+        "AP bring-up: released by the BSP to online (2 CPUs)",
+        0,
+        false,
+        true,
+    ),
+    row(
+        "boot_ready",
+        1,
+        "boot: kernel entry to READY, 1 CPU",
+        0,
+        false,
+        true,
+    ),
+    row(
+        "boot_ready",
+        2,
+        "boot: kernel entry to READY, 2 CPUs",
+        0,
+        false,
+        true,
+    ),
+    row(
+        "boot_firmware",
+        1,
+        "boot: reset to kernel entry (firmware and bootloader), 1 CPU",
+        0,
+        false,
+        false,
+    ),
 ];
 
 /// The configuration ids of the FRED/IST pair (same Bochs, same CPU model).
@@ -247,9 +378,17 @@ impl Figure {
     }
 
     fn from_json(v: &Value) -> Result<Figure, String> {
-        let int = |k: &str| v.get(k).and_then(Value::as_i64).ok_or_else(|| format!("a figure without an integer {k:?}"));
+        let int = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_i64)
+                .ok_or_else(|| format!("a figure without an integer {k:?}"))
+        };
         Ok(Figure {
-            name: v.get("name").and_then(Value::as_str).ok_or("a figure without a name")?.to_string(),
+            name: v
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or("a figure without a name")?
+                .to_string(),
             n: int("n")? as u64,
             median: int("median")?,
             p10: int("p10")?,
@@ -282,7 +421,10 @@ impl Report {
                                 Value::obj(vec![
                                     ("smp", Value::int(b.smp as i64)),
                                     ("seconds", Value::Num((b.seconds * 10.0).round() / 10.0)),
-                                    ("figures", Value::Arr(b.figures.iter().map(Figure::to_json).collect())),
+                                    (
+                                        "figures",
+                                        Value::Arr(b.figures.iter().map(Figure::to_json).collect()),
+                                    ),
                                 ])
                             })
                             .collect();
@@ -314,14 +456,25 @@ impl Report {
         }
         let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
         let mut configs = Vec::new();
-        for c in v.get("configs").and_then(Value::as_array).ok_or("no configs")? {
+        for c in v
+            .get("configs")
+            .and_then(Value::as_array)
+            .ok_or("no configs")?
+        {
             let id = text(c, "id").ok_or("a configuration without an id")?;
-            let unit = text(c, "unit").as_deref().and_then(Unit::parse).ok_or_else(|| format!("{id}: no unit"))?;
+            let unit = text(c, "unit")
+                .as_deref()
+                .and_then(Unit::parse)
+                .ok_or_else(|| format!("{id}: no unit"))?;
             let reason = || text(c, "reason").unwrap_or_default();
             let outcome = match text(c, "status").as_deref() {
                 Some("ran") => {
                     let mut boots = Vec::new();
-                    for b in c.get("boots").and_then(Value::as_array).ok_or_else(|| format!("{id}: no boots"))? {
+                    for b in c
+                        .get("boots")
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| format!("{id}: no boots"))?
+                    {
                         let figures = b
                             .get("figures")
                             .and_then(Value::as_array)
@@ -331,7 +484,11 @@ impl Report {
                             .collect::<Result<Vec<_>, _>>()
                             .map_err(|e| format!("{id}: {e}"))?;
                         boots.push(Boot {
-                            smp: b.get("smp").and_then(Value::as_i64).ok_or_else(|| format!("{id}: a boot without smp"))? as u32,
+                            smp: b
+                                .get("smp")
+                                .and_then(Value::as_i64)
+                                .ok_or_else(|| format!("{id}: a boot without smp"))?
+                                as u32,
                             seconds: b.get("seconds").and_then(Value::as_f64).unwrap_or(0.0),
                             figures,
                         });
@@ -388,7 +545,17 @@ pub fn ratio(a: i64, b: i64) -> String {
 fn status(c: &Config) -> String {
     match &c.outcome {
         Outcome::Ran(boots) => {
-            let parts: Vec<String> = boots.iter().map(|b| format!("{} CPU{}: {:.0} s", b.smp, if b.smp == 1 { "" } else { "s" }, b.seconds)).collect();
+            let parts: Vec<String> = boots
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} CPU{}: {:.0} s",
+                        b.smp,
+                        if b.smp == 1 { "" } else { "s" },
+                        b.seconds
+                    )
+                })
+                .collect();
             format!("ran ({})", parts.join(", "))
         }
         Outcome::Skipped(why) => format!("skipped: {why}"),
@@ -403,10 +570,15 @@ pub fn config_table(c: &Config) -> String {
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
     let floor = c.figure("syscall_floor", 1).map(|f| f.median);
     for r in ROWS {
-        let Some(f) = c.figure(r.name, r.smp) else { continue };
+        let Some(f) = c.figure(r.name, r.smp) else {
+            continue;
+        };
         let over = match (r.entries, floor) {
             (0, _) | (_, None) => String::new(),
-            (k, Some(floor)) => format!("+{} ({k} x {floor})", thousands(f.median - k as i64 * floor)),
+            (k, Some(floor)) => format!(
+                "+{} ({k} x {floor})",
+                thousands(f.median - k as i64 * floor)
+            ),
         };
         let _ = writeln!(
             s,
@@ -424,11 +596,21 @@ pub fn config_table(c: &Config) -> String {
 /// Every machine that ran side by side: one column of medians each, and FRED/IST where the
 /// wildcat_lake pair ran (the README's table).
 pub fn summary_table(report: &Report) -> String {
-    let ran: Vec<&Config> = report.configs.iter().filter(|c| matches!(c.outcome, Outcome::Ran(_))).collect();
+    let ran: Vec<&Config> = report
+        .configs
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Ran(_)))
+        .collect();
     let pair = ran.iter().any(|c| c.id == FRED_ID) && ran.iter().any(|c| c.id == IST_TWIN_ID);
     let mut s = String::from("| event |");
     for c in &ran {
-        let _ = write!(s, " {} ({}, {}) |", c.id, c.backend.to_uppercase(), c.unit.name());
+        let _ = write!(
+            s,
+            " {} ({}, {}) |",
+            c.id,
+            c.backend.to_uppercase(),
+            c.unit.name()
+        );
     }
     if pair {
         s.push_str(" FRED/IST |");
@@ -450,7 +632,12 @@ pub fn summary_table(report: &Report) -> String {
             }
         }
         if pair {
-            let get = |id: &str| ran.iter().find(|c| c.id == id).and_then(|c| c.figure(r.name, r.smp)).map(|f| f.median);
+            let get = |id: &str| {
+                ran.iter()
+                    .find(|c| c.id == id)
+                    .and_then(|c| c.figure(r.name, r.smp))
+                    .map(|f| f.median)
+            };
             match (get(FRED_ID), get(IST_TWIN_ID)) {
                 (Some(f), Some(i)) => {
                     let _ = write!(s, " {} |", ratio(f, i));
@@ -472,7 +659,9 @@ pub fn fred_ist_table(report: &Report) -> Option<String> {
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: |\n");
     let mut rows = 0;
     for r in ROWS {
-        let (Some(f), Some(i)) = (fred.figure(r.name, r.smp), ist.figure(r.name, r.smp)) else { continue };
+        let (Some(f), Some(i)) = (fred.figure(r.name, r.smp), ist.figure(r.name, r.smp)) else {
+            continue;
+        };
         rows += 1;
         let _ = writeln!(
             s,
@@ -502,7 +691,13 @@ pub fn references_table(report: &Report) -> String {
             .filter(|c| c.unit == r.unit && (r.only.is_empty() || r.only.contains(&c.id.as_str())))
             .filter_map(|c| {
                 let f = c.figure(r.ours.0, r.ours.1)?;
-                Some(format!("{} {} ({}, {})", thousands(f.median), c.unit.name(), c.id, c.backend.to_uppercase()))
+                Some(format!(
+                    "{} {} ({}, {})",
+                    thousands(f.median),
+                    c.unit.name(),
+                    c.id,
+                    c.backend.to_uppercase()
+                ))
             })
             .collect();
         let target = match r.target {
@@ -519,11 +714,18 @@ pub fn references_table(report: &Report) -> String {
                     .map(|(c, m)| format!("{} misses by {}", c.id, thousands(m - t)))
                     .collect();
                 if measured.is_empty() {
-                    format!("at most {} on wildcat_lake: not measured here", thousands(t))
+                    format!(
+                        "at most {} on wildcat_lake: not measured here",
+                        thousands(t)
+                    )
                 } else if misses.is_empty() {
                     format!("at most {} on wildcat_lake: met", thousands(t))
                 } else {
-                    format!("at most {} on wildcat_lake: {}", thousands(t), misses.join(", "))
+                    format!(
+                        "at most {} on wildcat_lake: {}",
+                        thousands(t),
+                        misses.join(", ")
+                    )
                 }
             }
             None => String::new(),
@@ -533,7 +735,11 @@ pub fn references_table(report: &Report) -> String {
             "| {} | {} | {} | {target} |",
             r.what,
             r.figure,
-            if ours.is_empty() { "(not measured here)".to_string() } else { ours.join("; ") }
+            if ours.is_empty() {
+                "(not measured here)".to_string()
+            } else {
+                ours.join("; ")
+            }
         );
     }
     s
@@ -557,27 +763,54 @@ pub fn markdown(report: &Report) -> String {
     );
     s.push_str("| configuration | backend | unit | status |\n| --- | --- | --- | --- |\n");
     for c in &report.configs {
-        let _ = writeln!(s, "| {} (`{}`) | {} | {} | {} |", c.title, c.id, c.backend.to_uppercase(), c.unit.name(), status(c));
+        let _ = writeln!(
+            s,
+            "| {} (`{}`) | {} | {} | {} |",
+            c.title,
+            c.id,
+            c.backend.to_uppercase(),
+            c.unit.name(),
+            status(c)
+        );
     }
     let _ = write!(s, "\n## Medians side by side\n\n{}", summary_table(report));
     for c in &report.configs {
         if let Outcome::Ran(_) = c.outcome {
-            let _ = write!(s, "\n## {} ({}, {})\n\n{}", c.title, c.backend.to_uppercase(), c.unit.name(), config_table(c));
+            let _ = write!(
+                s,
+                "\n## {} ({}, {})\n\n{}",
+                c.title,
+                c.backend.to_uppercase(),
+                c.unit.name(),
+                config_table(c)
+            );
         }
     }
     if let Some(t) = fred_ist_table(report) {
-        let _ = write!(s, "\n## FRED / IST (Bochs `wildcat_lake`, FRED on and off)\n\n{t}");
+        let _ = write!(
+            s,
+            "\n## FRED / IST (Bochs `wildcat_lake`, FRED on and off)\n\n{t}"
+        );
     }
-    let _ = write!(s, "\n## Beside the published figures\n\n{}", references_table(report));
+    let _ = write!(
+        s,
+        "\n## Beside the published figures\n\n{}",
+        references_table(report)
+    );
     s
 }
 
 // --- SVG --------------------------------------------------------------------------------------
 
-const COLOURS: &[&str] = &["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"];
+const COLOURS: &[&str] = &[
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+];
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Grouped horizontal bars: one group per event, one bar per configuration that ran, on a
@@ -587,7 +820,12 @@ pub fn svg(report: &Report) -> String {
     const PLOT_W: f64 = 560.0;
     const BAR_H: f64 = 9.0;
     const GAP: f64 = 10.0;
-    let ran: Vec<(usize, &Config)> = report.configs.iter().filter(|c| matches!(c.outcome, Outcome::Ran(_))).enumerate().collect();
+    let ran: Vec<(usize, &Config)> = report
+        .configs
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Ran(_)))
+        .enumerate()
+        .collect();
     let mut body = String::new();
     let mut y = 30.0;
     // The legend.
@@ -605,25 +843,42 @@ pub fn svg(report: &Report) -> String {
     }
     for unit in [Unit::Instructions, Unit::Cycles] {
         let panel: Vec<&(usize, &Config)> = ran.iter().filter(|(_, c)| c.unit == unit).collect();
-        let rows: Vec<&Row> = ROWS.iter().filter(|r| r.plotted && panel.iter().any(|(_, c)| c.figure(r.name, r.smp).is_some())).collect();
+        let rows: Vec<&Row> = ROWS
+            .iter()
+            .filter(|r| r.plotted && panel.iter().any(|(_, c)| c.figure(r.name, r.smp).is_some()))
+            .collect();
         if rows.is_empty() {
             continue;
         }
         let max = rows
             .iter()
-            .flat_map(|r| panel.iter().filter_map(|(_, c)| c.figure(r.name, r.smp).map(|f| f.median)))
+            .flat_map(|r| {
+                panel
+                    .iter()
+                    .filter_map(|(_, c)| c.figure(r.name, r.smp).map(|f| f.median))
+            })
             .max()
             .unwrap_or(10)
             .max(10);
         let decades = (max as f64).log10().ceil().max(1.0);
         let x_of = |v: i64| LABEL_W + (v.max(1) as f64).log10() / decades * PLOT_W;
         y += 14.0;
-        let _ = writeln!(body, r#"<text x="10" y="{:.1}" font-size="13" font-weight="bold">Median round trip, {} (log scale)</text>"#, y + 12.0, unit.name());
+        let _ = writeln!(
+            body,
+            r#"<text x="10" y="{:.1}" font-size="13" font-weight="bold">Median round trip, {} (log scale)</text>"#,
+            y + 12.0,
+            unit.name()
+        );
         y += 22.0;
         let top = y;
         let group_h = panel.len() as f64 * (BAR_H + 1.0) + GAP;
         for r in &rows {
-            let _ = writeln!(body, r#"<text x="10" y="{:.1}">{}</text>"#, y + group_h / 2.0, escape(r.name));
+            let _ = writeln!(
+                body,
+                r#"<text x="10" y="{:.1}">{}</text>"#,
+                y + group_h / 2.0,
+                escape(r.name)
+            );
             for (j, (k, c)) in panel.iter().enumerate() {
                 let by = y + j as f64 * (BAR_H + 1.0);
                 if let Some(f) = c.figure(r.name, r.smp) {
@@ -641,8 +896,15 @@ pub fn svg(report: &Report) -> String {
             y += group_h;
         }
         // The axis: one tick per decade.
-        let _ = writeln!(body, r##"<line x1="{LABEL_W}" y1="{top:.1}" x2="{LABEL_W}" y2="{y:.1}" stroke="#444"/>"##);
-        let _ = writeln!(body, r##"<line x1="{LABEL_W}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#444"/>"##, LABEL_W + PLOT_W);
+        let _ = writeln!(
+            body,
+            r##"<line x1="{LABEL_W}" y1="{top:.1}" x2="{LABEL_W}" y2="{y:.1}" stroke="#444"/>"##
+        );
+        let _ = writeln!(
+            body,
+            r##"<line x1="{LABEL_W}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#444"/>"##,
+            LABEL_W + PLOT_W
+        );
         for d in 0..=decades as i64 {
             let x = LABEL_W + d as f64 / decades * PLOT_W;
             let _ = writeln!(
@@ -653,7 +915,13 @@ pub fn svg(report: &Report) -> String {
                 thousands(10i64.pow(d as u32))
             );
         }
-        let _ = writeln!(body, r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{} per round trip</text>"#, LABEL_W + PLOT_W / 2.0, y + 32.0, unit.name());
+        let _ = writeln!(
+            body,
+            r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{} per round trip</text>"#,
+            LABEL_W + PLOT_W / 2.0,
+            y + 32.0,
+            unit.name()
+        );
         y += 40.0;
     }
     let width = LABEL_W + PLOT_W + 80.0;
@@ -664,7 +932,11 @@ pub fn svg(report: &Report) -> String {
         y + 10.0
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="10" y="18" font-size="14">cargo xtask bench: {}</text>"#, escape(&report.commit));
+    let _ = writeln!(
+        s,
+        r#"<text x="10" y="18" font-size="14">cargo xtask bench: {}</text>"#,
+        escape(&report.commit)
+    );
     s.push_str(&body);
     s.push_str("</svg>\n");
     s
@@ -712,7 +984,11 @@ pub struct Checked {
 /// Compares every checked figure of every instruction-counting configuration that ran both in
 /// `baseline` and in `run`. Returns the comparisons and the configurations it could not
 /// compare (with the reason).
-pub fn check(baseline: &Report, run: &Report, tol: Tolerance) -> (Vec<Checked>, Vec<(String, String)>) {
+pub fn check(
+    baseline: &Report,
+    run: &Report,
+    tol: Tolerance,
+) -> (Vec<Checked>, Vec<(String, String)>) {
     let mut out = Vec::new();
     let mut not_compared = Vec::new();
     for b in &baseline.configs {
@@ -733,7 +1009,9 @@ pub fn check(baseline: &Report, run: &Report, tol: Tolerance) -> (Vec<Checked>, 
             Outcome::Failed(_) => {}
         }
         for row in ROWS.iter().filter(|row| row.checked) {
-            let Some(base) = b.figure(row.name, row.smp) else { continue };
+            let Some(base) = b.figure(row.name, row.smp) else {
+                continue;
+            };
             let limit = tol.limit(base.median);
             let now = r.figure(row.name, row.smp).map(|f| f.median);
             let verdict = match now {
@@ -758,23 +1036,46 @@ pub fn check(baseline: &Report, run: &Report, tol: Tolerance) -> (Vec<Checked>, 
 
 /// The check's lines, one per comparison that is not simply within the tolerance, and a
 /// summary line.
-pub fn check_text(checked: &[Checked], not_compared: &[(String, String)], tol: Tolerance) -> String {
+pub fn check_text(
+    checked: &[Checked],
+    not_compared: &[(String, String)],
+    tol: Tolerance,
+) -> String {
     let mut s = String::new();
     for c in checked {
         let now = c.now.map_or("-".to_string(), thousands);
-        let what = format!("{} {} ({} CPU{})", c.config, c.figure, c.smp, if c.smp == 1 { "" } else { "s" });
+        let what = format!(
+            "{} {} ({} CPU{})",
+            c.config,
+            c.figure,
+            c.smp,
+            if c.smp == 1 { "" } else { "s" }
+        );
         let line = match c.verdict {
             Verdict::Within => continue,
-            Verdict::Grew => format!("FAIL {what}: {now}, baseline {} (limit {})", thousands(c.baseline), thousands(c.limit)),
-            Verdict::Missing => format!("FAIL {what}: not measured (baseline {})", thousands(c.baseline)),
-            Verdict::Shrank => format!("note {what}: {now}, baseline {}: faster; refresh the baseline", thousands(c.baseline)),
+            Verdict::Grew => format!(
+                "FAIL {what}: {now}, baseline {} (limit {})",
+                thousands(c.baseline),
+                thousands(c.limit)
+            ),
+            Verdict::Missing => format!(
+                "FAIL {what}: not measured (baseline {})",
+                thousands(c.baseline)
+            ),
+            Verdict::Shrank => format!(
+                "note {what}: {now}, baseline {}: faster; refresh the baseline",
+                thousands(c.baseline)
+            ),
         };
         let _ = writeln!(s, "{line}");
     }
     for (id, why) in not_compared {
         let _ = writeln!(s, "note {id}: not compared ({why})");
     }
-    let failed = checked.iter().filter(|c| matches!(c.verdict, Verdict::Grew | Verdict::Missing)).count();
+    let failed = checked
+        .iter()
+        .filter(|c| matches!(c.verdict, Verdict::Grew | Verdict::Missing))
+        .count();
     let _ = writeln!(
         s,
         "bench --check: {} figures compared, {failed} beyond the tolerance (+{}% or +{}, whichever is larger)",
@@ -790,7 +1091,16 @@ mod tests {
     use super::*;
 
     fn fig(name: &str, median: i64) -> Figure {
-        Figure { name: name.into(), n: 1000, median, p10: median - 1, p90: median + 2, min: median - 3, max: median * 10, base: 6 }
+        Figure {
+            name: name.into(),
+            n: 1000,
+            median,
+            p10: median - 1,
+            p90: median + 2,
+            min: median - 3,
+            max: median * 10,
+            base: 6,
+        }
     }
 
     fn config(id: &str, unit: Unit, figures: &[(&str, u32, i64)]) -> Config {
@@ -798,10 +1108,20 @@ mod tests {
         for &(name, smp, median) in figures {
             match boots.iter_mut().find(|b| b.smp == smp) {
                 Some(b) => b.figures.push(fig(name, median)),
-                None => boots.push(Boot { smp, seconds: 5.0, figures: vec![fig(name, median)] }),
+                None => boots.push(Boot {
+                    smp,
+                    seconds: 5.0,
+                    figures: vec![fig(name, median)],
+                }),
             }
         }
-        Config { id: id.into(), title: format!("title of {id}"), backend: if id == FRED_ID { "fred" } else { "ist" }.into(), unit, outcome: Outcome::Ran(boots) }
+        Config {
+            id: id.into(),
+            title: format!("title of {id}"),
+            backend: if id == FRED_ID { "fred" } else { "ist" }.into(),
+            unit,
+            outcome: Outcome::Ran(boots),
+        }
     }
 
     fn report() -> Report {
@@ -809,11 +1129,42 @@ mod tests {
             commit: "abc1234".into(),
             host: "test host".into(),
             configs: vec![
-                config("qemu-icount", Unit::Instructions, &[("syscall_floor", 1, 10), ("syscall_null", 1, 150), ("ipc_call_cross", 2, 9000), ("boot_firmware", 1, 5_000_000)]),
-                config(FRED_ID, Unit::Instructions, &[("syscall_floor", 1, 12), ("syscall_null", 1, 115), ("ipc_call", 1, 2236)]),
-                config(IST_TWIN_ID, Unit::Instructions, &[("syscall_floor", 1, 4), ("syscall_null", 1, 157), ("ipc_call", 1, 1100)]),
+                config(
+                    "qemu-icount",
+                    Unit::Instructions,
+                    &[
+                        ("syscall_floor", 1, 10),
+                        ("syscall_null", 1, 150),
+                        ("ipc_call_cross", 2, 9000),
+                        ("boot_firmware", 1, 5_000_000),
+                    ],
+                ),
+                config(
+                    FRED_ID,
+                    Unit::Instructions,
+                    &[
+                        ("syscall_floor", 1, 12),
+                        ("syscall_null", 1, 115),
+                        ("ipc_call", 1, 2236),
+                    ],
+                ),
+                config(
+                    IST_TWIN_ID,
+                    Unit::Instructions,
+                    &[
+                        ("syscall_floor", 1, 4),
+                        ("syscall_null", 1, 157),
+                        ("ipc_call", 1, 1100),
+                    ],
+                ),
                 config("qemu-kvm", Unit::Cycles, &[("syscall_null", 1, 900)]),
-                Config { id: "bochs-tigerlake".into(), title: "t".into(), backend: "ist".into(), unit: Unit::Instructions, outcome: Outcome::Skipped("no Debian bochs".into()) },
+                Config {
+                    id: "bochs-tigerlake".into(),
+                    title: "t".into(),
+                    backend: "ist".into(),
+                    unit: Unit::Instructions,
+                    outcome: Outcome::Skipped("no Debian bochs".into()),
+                },
             ],
         }
     }
@@ -826,16 +1177,41 @@ mod tests {
                    [cpu 0] INFO  bench: BENCH done\n";
         let f = parse_log(log).unwrap();
         assert_eq!(f.len(), 2);
-        assert_eq!(f[0], Figure { name: "syscall_floor".into(), n: 1000, median: 4, p10: 4, p90: 5, min: 4, max: 9, base: 6 });
+        assert_eq!(
+            f[0],
+            Figure {
+                name: "syscall_floor".into(),
+                n: 1000,
+                median: 4,
+                p10: 4,
+                p90: 5,
+                min: 4,
+                max: 9,
+                base: 6
+            }
+        );
         assert_eq!(f[1].median, 21_217_384);
     }
 
     #[test]
     fn unfinished_malformed_and_repeated_logs_are_refused() {
-        assert!(parse_log("BENCH int3 n=1 median=1 p10=1 p90=1 min=1 max=1 base=0\n").unwrap_err().contains("BENCH done"));
-        assert!(parse_log("BENCH int3 n=1 median=1 min=1 max=1 base=0\nBENCH done\n").unwrap_err().contains("no p10="));
-        assert!(parse_log("BENCH int3 n=1 median=x p10=1 p90=1 min=1 max=1 base=0\nBENCH done\n").unwrap_err().contains("median"));
-        let twice = "BENCH a n=1 median=1 p10=1 p90=1 min=1 max=1 base=0\n".repeat(2) + "BENCH done\n";
+        assert!(
+            parse_log("BENCH int3 n=1 median=1 p10=1 p90=1 min=1 max=1 base=0\n")
+                .unwrap_err()
+                .contains("BENCH done")
+        );
+        assert!(
+            parse_log("BENCH int3 n=1 median=1 min=1 max=1 base=0\nBENCH done\n")
+                .unwrap_err()
+                .contains("no p10=")
+        );
+        assert!(
+            parse_log("BENCH int3 n=1 median=x p10=1 p90=1 min=1 max=1 base=0\nBENCH done\n")
+                .unwrap_err()
+                .contains("median")
+        );
+        let twice =
+            "BENCH a n=1 median=1 p10=1 p90=1 min=1 max=1 base=0\n".repeat(2) + "BENCH done\n";
         assert!(parse_log(&twice).unwrap_err().contains("twice"));
     }
 
@@ -843,14 +1219,33 @@ mod tests {
     fn report_survives_json_both_ways() {
         let r = report();
         let text = r.to_json().pretty();
-        assert_eq!(Report::from_json(&crate::json::parse(&text).unwrap()).unwrap(), r);
+        assert_eq!(
+            Report::from_json(&crate::json::parse(&text).unwrap()).unwrap(),
+            r
+        );
         assert!(Report::from_json(&crate::json::parse("{\"schema\": 2}").unwrap()).is_err());
     }
 
     #[test]
     fn thousands_and_ratio_format_like_the_readme() {
-        assert_eq!((thousands(0), thousands(999), thousands(1000), thousands(-1_234_567)), ("0".into(), "999".into(), "1,000".into(), "-1,234,567".into()));
-        assert_eq!((ratio(115, 157), ratio(5, 0)), ("0.73".into(), "n/a".into()));
+        assert_eq!(
+            (
+                thousands(0),
+                thousands(999),
+                thousands(1000),
+                thousands(-1_234_567)
+            ),
+            (
+                "0".into(),
+                "999".into(),
+                "1,000".into(),
+                "-1,234,567".into()
+            )
+        );
+        assert_eq!(
+            (ratio(115, 157), ratio(5, 0)),
+            ("0.73".into(), "n/a".into())
+        );
     }
 
     #[test]
@@ -858,14 +1253,31 @@ mod tests {
         let md = markdown(&report());
         assert_eq!(md.matches("\n## ").count(), 1 + 4 + 2, "{md}"); // summary, 4 ran, FRED/IST, references
         assert!(md.contains("| null system call (bench_null: entry, dispatch, exit) | 150 | 149 | 152 | 1000 | +140 (1 x 10) |"), "{md}");
-        assert!(md.contains("| IPC call/reply, server thread on the other CPU (2 CPUs) | 9,000 |"), "{md}");
+        assert!(
+            md.contains("| IPC call/reply, server thread on the other CPU (2 CPUs) | 9,000 |"),
+            "{md}"
+        );
         // FRED/IST: the floor and the null call, 115 / 157.
-        assert!(md.contains("| 115 | 114..117 | 157 | 156..159 | 0.73 |"), "{md}");
+        assert!(
+            md.contains("| 115 | 114..117 | 157 | 156..159 | 0.73 |"),
+            "{md}"
+        );
         assert!(md.contains("skipped: no Debian bochs"));
         // The targets: 148 for the null call (FRED 115 and IST 157: IST misses by 9), 1,174 for IPC.
-        assert!(md.contains("at most 148 on wildcat_lake: bochs-ist misses by 9"), "{md}");
-        assert!(md.contains("at most 1,174 on wildcat_lake: bochs-fred misses by 1,062"), "{md}");
-        assert!(md.contains("| seL4, fastpath call + reply, Skylake | 772 cycles | (not measured here) |"), "{md}");
+        assert!(
+            md.contains("at most 148 on wildcat_lake: bochs-ist misses by 9"),
+            "{md}"
+        );
+        assert!(
+            md.contains("at most 1,174 on wildcat_lake: bochs-fred misses by 1,062"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| seL4, fastpath call + reply, Skylake | 772 cycles | (not measured here) |"
+            ),
+            "{md}"
+        );
         // Linux's figure is on the same Bochs model: only the wildcat_lake pair goes beside it.
         assert!(md.contains("| 195 instructions (FRED) / 209 (IDT) | 115 instructions (bochs-fred, FRED); 157 instructions (bochs-ist, IST) |"), "{md}");
     }
@@ -876,8 +1288,16 @@ mod tests {
         let header = t.lines().next().unwrap();
         assert_eq!(header, "| event | qemu-icount (IST, instructions) | bochs-fred (FRED, instructions) | bochs-ist (IST, instructions) | qemu-kvm (IST, cycles) | FRED/IST |");
         assert!(t.contains("| null system call (bench_null: entry, dispatch, exit) | 150 | 115 | 157 | 900 | 0.73 |"), "{t}");
-        assert!(t.contains("| IPC call/reply, server thread on the other CPU (2 CPUs) | 9,000 | | | | |"), "{t}");
-        assert!(!t.contains("thread creation"), "rows nobody measured are left out: {t}");
+        assert!(
+            t.contains(
+                "| IPC call/reply, server thread on the other CPU (2 CPUs) | 9,000 | | | | |"
+            ),
+            "{t}"
+        );
+        assert!(
+            !t.contains("thread creation"),
+            "rows nobody measured are left out: {t}"
+        );
     }
 
     #[test]
@@ -893,7 +1313,10 @@ mod tests {
 
     #[test]
     fn tolerance_is_the_larger_of_percent_and_slack() {
-        let t = Tolerance { percent: 2.0, slack: 3 };
+        let t = Tolerance {
+            percent: 2.0,
+            slack: 3,
+        };
         assert_eq!(t.limit(10), 13);
         assert_eq!(t.limit(1000), 1020);
         assert_eq!(t.limit(1001), 1022); // 20.02 rounds up
@@ -901,34 +1324,74 @@ mod tests {
 
     #[test]
     fn check_fails_on_growth_and_missing_figures_only() {
-        let tol = Tolerance { percent: 2.0, slack: 3 };
+        let tol = Tolerance {
+            percent: 2.0,
+            slack: 3,
+        };
         let base = report();
         let mut run = report();
         let (same, skipped) = check(&base, &run, tol);
         assert!(same.iter().all(|c| c.verdict == Verdict::Within));
         // boot_firmware and the KVM cycles are never compared; tigerlake was skipped in the baseline.
-        assert!(same.iter().all(|c| c.figure != "boot_firmware" && c.config != "qemu-kvm"));
+        assert!(same
+            .iter()
+            .all(|c| c.figure != "boot_firmware" && c.config != "qemu-kvm"));
         assert_eq!(same.len(), 3 + 3 + 3);
         assert!(skipped.is_empty());
-        let Outcome::Ran(boots) = &mut run.configs[0].outcome else { unreachable!() };
+        let Outcome::Ran(boots) = &mut run.configs[0].outcome else {
+            unreachable!()
+        };
         boots[0].figures[1].median = 154; // syscall_null 150 -> 154: limit 153
         boots[0].figures[0].median = 13; // floor 10 -> 13: limit 13, within
         boots[1].figures.clear(); // ipc_call_cross gone
-        let Outcome::Ran(boots) = &mut run.configs[1].outcome else { unreachable!() };
+        let Outcome::Ran(boots) = &mut run.configs[1].outcome else {
+            unreachable!()
+        };
         boots[0].figures[2].median = 2000; // ipc_call 2236 -> 2000: faster
         run.configs[2].outcome = Outcome::Skipped("no FRED-capable Bochs".into());
         let (checked, not_compared) = check(&base, &run, tol);
-        let verdict = |config: &str, figure: &str| checked.iter().find(|c| c.config == config && c.figure == figure).map(|c| c.verdict.clone());
+        let verdict = |config: &str, figure: &str| {
+            checked
+                .iter()
+                .find(|c| c.config == config && c.figure == figure)
+                .map(|c| c.verdict.clone())
+        };
         assert_eq!(verdict("qemu-icount", "syscall_null"), Some(Verdict::Grew));
-        assert_eq!(verdict("qemu-icount", "syscall_floor"), Some(Verdict::Within));
-        assert_eq!(verdict("qemu-icount", "ipc_call_cross"), Some(Verdict::Missing));
+        assert_eq!(
+            verdict("qemu-icount", "syscall_floor"),
+            Some(Verdict::Within)
+        );
+        assert_eq!(
+            verdict("qemu-icount", "ipc_call_cross"),
+            Some(Verdict::Missing)
+        );
         assert_eq!(verdict(FRED_ID, "ipc_call"), Some(Verdict::Shrank));
         assert_eq!(verdict(IST_TWIN_ID, "syscall_null"), None);
-        assert_eq!(not_compared, vec![(IST_TWIN_ID.to_string(), "skipped: no FRED-capable Bochs".to_string())]);
+        assert_eq!(
+            not_compared,
+            vec![(
+                IST_TWIN_ID.to_string(),
+                "skipped: no FRED-capable Bochs".to_string()
+            )]
+        );
         let text = check_text(&checked, &not_compared, tol);
-        assert!(text.contains("FAIL qemu-icount syscall_null (1 CPU): 154, baseline 150 (limit 153)"), "{text}");
-        assert!(text.contains("FAIL qemu-icount ipc_call_cross (2 CPUs): not measured"), "{text}");
-        assert!(text.contains("note bochs-fred ipc_call (1 CPU): 2,000, baseline 2,236: faster"), "{text}");
-        assert!(text.ends_with("6 figures compared, 2 beyond the tolerance (+2% or +3, whichever is larger)\n"), "{text}");
+        assert!(
+            text.contains("FAIL qemu-icount syscall_null (1 CPU): 154, baseline 150 (limit 153)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("FAIL qemu-icount ipc_call_cross (2 CPUs): not measured"),
+            "{text}"
+        );
+        assert!(
+            text.contains("note bochs-fred ipc_call (1 CPU): 2,000, baseline 2,236: faster"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "6 figures compared, 2 beyond the tolerance (+2% or +3, whichever is larger)\n"
+            ),
+            "{text}"
+        );
     }
 }
