@@ -52,11 +52,6 @@ pub const STACK: Range = Range { start: USER_STACK_TOP - USER_STACK_SIZE, end: U
 /// run, and nothing else maps there.
 pub const FAR_UNMAPPED: Range = Range::new(0x5000_0000_0000, 1 << 40);
 
-/// Largest `unmap` length the fuzzer passes over mappable space: today the kernel walks every
-/// page of the range (issue 11, part 4, bounds that), so a 1 TiB unmap would hold a CPU for
-/// minutes. Lengths that the kernel must refuse outright (overflowing, non-user) are not capped.
-pub const UNMAP_LEN_CAP: u64 = 64 << 20;
-
 /// Where the fuzzer's memory is.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Layout {
@@ -219,8 +214,11 @@ impl Maps {
     }
 
     fn pick(&self, rng: &mut Rng) -> Option<Range> {
-        let r = self.ranges[rng.below(self.ranges.len() as u64) as usize];
-        (!r.is_empty()).then_some(r)
+        let n = self.ranges.iter().filter(|r| !r.is_empty()).count() as u64;
+        if n == 0 {
+            return None;
+        }
+        self.ranges.iter().filter(|r| !r.is_empty()).nth(rng.below(n) as usize).copied()
     }
 }
 
@@ -381,25 +379,23 @@ fn unmap_span(addr: u64, len: u64) -> Option<(u64, u64)> {
     Some((addr, addr.saturating_add(len)))
 }
 
-/// Steers `unmap(addr, len)` away from the fuzzer's own memory, and caps lengths over
-/// mappable space at [`UNMAP_LEN_CAP`]. Ranges the kernel must refuse (outside user space,
-/// overflowing, unaligned) pass unchanged; so do ranges over other `map` reservations.
+/// Steers `unmap(addr, len)` away from the fuzzer's own memory: a range that would touch it
+/// starts instead at another `map` reservation (or in far unmapped space) and ends before the
+/// fuzzer's next region above. Ranges the kernel must refuse (outside user space, overflowing)
+/// pass unchanged, and so do huge ones over space the fuzzer does not use: the kernel bounds
+/// the work of one call (it returns partial progress).
 pub fn tame_unmap(addr: u64, len: u64, l: &Layout, rng: &mut Rng, maps: &Maps) -> (u64, u64) {
-    let mut addr = addr;
-    let mut len = len;
     let Some((start, end)) = unmap_span(addr, len) else { return (addr, len) };
     if end > USER_END || start >= USER_END {
         return (addr, len);
     }
-    if end - start > UNMAP_LEN_CAP {
-        len = rng.below(UNMAP_LEN_CAP) + 1;
-    }
-    let (start, end) = unmap_span(addr, len).expect("small length");
     let mine = [STACK, l.arena, l.untouched, l.text, l.rodata];
-    if mine.iter().any(|r| r.overlaps(start, end)) {
-        addr = maps.pick(rng).map_or(FAR_UNMAPPED.start, |r| r.start);
+    if !mine.iter().any(|r| r.overlaps(start, end)) {
+        return (addr, len);
     }
-    (addr, len)
+    let addr = maps.pick(rng).filter(|r| !mine.iter().any(|m| m.overlaps(r.start, r.start + PAGE))).map_or(FAR_UNMAPPED.start, |r| r.start);
+    let room = mine.iter().filter(|r| r.start > addr).map(|r| r.start).min().unwrap_or(USER_END) - addr;
+    (addr, len.min(room & !(PAGE - 1)).max(1))
 }
 
 #[cfg(test)]
@@ -450,8 +446,21 @@ mod tests {
             for r in [STACK, l.arena, l.untouched, l.text, l.rodata] {
                 assert!(!r.overlaps(start, end), "unmap({a:#x}, {n:#x}) hits {r:x?}");
             }
-            assert!(end - start <= UNMAP_LEN_CAP, "unmap({a:#x}, {n:#x}) is longer than the cap");
         }
+    }
+
+    #[test]
+    fn huge_unmaps_over_space_the_fuzzer_does_not_use_stay_huge() {
+        let l = layout();
+        let mut maps = Maps::default();
+        maps.add(USER_MAP_BASE + (1 << 30), PAGE);
+        let mut rng = Rng::new(8);
+        let far = FAR_UNMAPPED.start;
+        assert_eq!(tame_unmap(far, 1 << 40, &l, &mut rng, &maps), (far, 1 << 40));
+        // From the arena up to the stack: moved to the other reservation, cut before the stack.
+        let (a, n) = tame_unmap(l.arena.start, STACK.end - l.arena.start, &l, &mut rng, &maps);
+        assert_eq!(a, USER_MAP_BASE + (1 << 30));
+        assert!(n > 1 << 44 && a + n <= STACK.start, "unmap({a:#x}, {n:#x})");
     }
 
     #[test]
