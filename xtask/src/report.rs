@@ -832,11 +832,12 @@ pub fn svg(report: &Report) -> String {
     for (k, c) in &ran {
         let _ = writeln!(
             body,
-            r#"<rect x="10" y="{:.1}" width="10" height="10" fill="{}"/><text x="26" y="{:.1}">{} ({})</text>"#,
+            r#"<rect x="10" y="{:.1}" width="10" height="10" fill="{}"/><text x="26" y="{:.1}">{} ({}, {})</text>"#,
             y,
             COLOURS[k % COLOURS.len()],
             y + 9.0,
             escape(&c.title),
+            c.backend.to_uppercase(),
             c.unit.name()
         );
         y += 16.0;
@@ -872,9 +873,11 @@ pub fn svg(report: &Report) -> String {
         y += 22.0;
         let top = y;
         let group_h = panel.len() as f64 * (BAR_H + 1.0) + GAP;
+        // The bars go after the grid lines, which are drawn once the panel's height is known.
+        let mut bars = String::new();
         for r in &rows {
             let _ = writeln!(
-                body,
+                bars,
                 r#"<text x="10" y="{:.1}">{}</text>"#,
                 y + group_h / 2.0,
                 escape(r.name)
@@ -884,7 +887,7 @@ pub fn svg(report: &Report) -> String {
                 if let Some(f) = c.figure(r.name, r.smp) {
                     let w = (x_of(f.median) - LABEL_W).max(1.0);
                     let _ = writeln!(
-                        body,
+                        bars,
                         r#"<rect x="{LABEL_W}" y="{by:.1}" width="{w:.1}" height="{BAR_H}" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="9">{}</text>"#,
                         COLOURS[k % COLOURS.len()],
                         LABEL_W + w + 3.0,
@@ -922,6 +925,7 @@ pub fn svg(report: &Report) -> String {
             y + 32.0,
             unit.name()
         );
+        body.push_str(&bars);
         y += 40.0;
     }
     let width = LABEL_W + PLOT_W + 80.0;
