@@ -22,6 +22,7 @@ use crate::arch::x86_64::{apic, percpu, smp};
 use crate::sched;
 
 const RFLAGS_TF: u64 = 1 << 8;
+const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_RF: u64 = 1 << 16;
 /// DR6.BS: the #DB is a single-step trap (SDM Vol. 3B §18.2.3).
 const DR6_BS: u64 = 1 << 14;
@@ -58,6 +59,12 @@ pub fn user_event(frame: &mut TrapFrame, event: Event) {
 /// An event that interrupted ring 0, handled on the interrupted stack.
 pub fn kernel_event(frame: &mut TrapFrame, event: Event) {
     match event {
+        // A CPU never delivers an external interrupt to code running with IF = 0; an emulator
+        // that does (Bochs' FRED delivery, see fred/entry.rs) would break every lock the kernel
+        // takes with interrupts off, so say so instead of deadlocking or overflowing a stack.
+        // (The one place Bochs still does it harmlessly, the first instruction of a FRED entry,
+        // its backend hands to `interrupt_in_entry_window`.)
+        Event::Interrupt { .. } if frame.rflags & RFLAGS_IF == 0 => fatal(frame, event, "external interrupt delivered with IF = 0"),
         Event::Interrupt { vector } => interrupt(vector),
         Event::Nmi | Event::Exception { vector: vector::DB | vector::MC, .. } => kernel_ist_event(frame, event),
         Event::Exception { vector: vector::DF, .. } => double_fault(frame),
@@ -65,6 +72,12 @@ pub fn kernel_event(frame: &mut TrapFrame, event: Event) {
         Event::BadUserReturn { error_code, rip } => bad_return(error_code, rip),
         _ => fatal(frame, event, "unexpected exception"),
     }
+}
+
+/// An external interrupt that arrived on the first instruction of an entry, before the entry
+/// could run at all (nothing saved, nothing locked): handled like any other.
+pub fn interrupt_in_entry_window(vector: u8) {
+    interrupt(vector);
 }
 
 /// NMI, #DB or #MC from ring 0, with the kernel GS: count, record, and never schedule or take

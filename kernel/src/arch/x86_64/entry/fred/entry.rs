@@ -66,6 +66,15 @@ extern "C" fn fred_user_event(frame: &mut TrapFrame) {
 extern "C" fn fred_kernel_event(frame: &mut TrapFrame) {
     crate::syscall::uaccess::clac_on_entry();
     let mut event = decode(frame);
+    if let Event::Interrupt { vector } = event {
+        // Bochs' window (see fred_entry_user): an interrupt on an entry's first instruction,
+        // the CLI, with the IF = 0 that delivery just set.
+        let entries = [fred_entry_user as *const () as u64, fred_entry_kernel as *const () as u64];
+        if frame.rflags & (1 << 9) == 0 && entries.contains(&frame.rip) {
+            handlers::interrupt_in_entry_window(vector);
+            return;
+        }
+    }
     if let Event::Exception { vector: vector::GP, error_code, .. } = event {
         if frame.rip == eretu_instruction() {
             // SAFETY: RSP of the faulting context points at the ERETU frame the kernel built on
@@ -86,6 +95,12 @@ core::arch::global_asm!(
     // From ring 3: RSP is the level's stack, GS already the kernel's.
     ".global fred_entry_user",
     "fred_entry_user:",
+    // Event delivery has cleared RFLAGS.IF already; the CLI is for Bochs (3.0.devel, 2026-08),
+    // whose FRED delivery clears RFLAGS without updating its interrupt mask (cpu/fred.cc
+    // writes `eflags = 0x2` without handleInterruptMaskChange), so that it would go on
+    // delivering external interrupts to a handler that runs with IF = 0. On hardware it is a
+    // one-cycle no-op.
+    "    cli",
     "    push 0",
     push_gprs!(),
     "    mov rdi, rsp",
@@ -104,6 +119,7 @@ core::arch::global_asm!(
     ".balign 256, 0xcc",
     ".global fred_entry_kernel",
     "fred_entry_kernel:",
+    "    cli", // as in fred_entry_user
     "    push 0",
     push_gprs!(),
     "    mov rdi, rsp",
