@@ -535,6 +535,7 @@ pub fn exit_current() -> ! {
 
 /// On the way back to user space: end the thread if its process is being killed, and give
 /// the CPU away if the time slice is over.
+#[inline]
 pub fn before_user_return() {
     let me = percpu::this();
     let killed = me.current_killed.load(Ordering::Relaxed);

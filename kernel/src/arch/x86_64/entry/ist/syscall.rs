@@ -46,15 +46,16 @@ core::arch::global_asm!(
     // CS, RIP=RCX), error code 0 and the vector SYSCALL_VECTOR. GS is still the user's.
     ".global ist_syscall_common",
     "ist_syscall_common:",
+    // Unconditional: SYSCALL only comes from ring 3, so there is no CS test a CPU could
+    // mispredict into running on the wrong GS, and no LFENCE is needed (CVE-2019-1125 is about
+    // the conditional SWAPGS of the IDT entry; Linux's entry_SYSCALL_64 has none either).
     "    swapgs",
-    // A mispredicted path must not run kernel code on the user GS (CVE-2019-1125).
-    "    lfence",
     // RCX held the user RIP on SYSCALL (the trampoline used it for the jump here): save
     // that value, as the CPU defined it.
     "    mov rcx, [rsp + {rip_from_vector}]",
     push_gprs!(),
     "    mov rdi, rsp",
-    "    cld",
+    // No CLD: SFMASK cleared DF on the way in.
     "    call {syscall}",
     "    jmp ist_trap_return",
     ".popsection",
