@@ -515,8 +515,31 @@ static STORM_ROUNDS_DONE: AtomicUsize = AtomicUsize::new(0);
 /// A storm thread: sends NMIs to every other CPU, at least `min_rounds` times and on until
 /// STORM_STOP, sleeping now and then (the scenario itself waits in CPU 0's idle context, which
 /// only runs when nothing is ready there).
+/// Whether each storm thread also arms a write watchpoint inside its own CPU's NMI path, so
+/// that the NMIs it receives take a nested #DB (atomic-IST-entry completing the NMI's entry by
+/// proxy; under FRED a #DB in the NMI handler on its level-2 stack).
+static STORM_NESTS_DB: AtomicBool = AtomicBool::new(false);
+
+/// Where the NMI path writes on `cpu`: under IST the slot of the NMI entry's fourth push on the
+/// NMI's IST stack (before its commit), under FRED `nmi()`'s store of the interrupted RIP.
+fn nmi_path_slot(cpu: usize) -> u64 {
+    use crate::arch::x86_64::entry::frame::TrapFrame;
+    use crate::arch::x86_64::entry::ist::{aist, atomic_ist};
+    match crate::arch::x86_64::entry::backend() {
+        crate::arch::x86_64::entry::Backend::Ist => {
+            let layout = aist::layout(cpu);
+            atomic_ist::frame_on_ist(&layout, atomic_ist::Event::Nmi) + core::mem::offset_of!(TrapFrame, error_code) as u64 - 8 * 3
+        }
+        crate::arch::x86_64::entry::Backend::Fred => percpu::of(cpu).last_nmi[0].as_ptr() as u64,
+    }
+}
+
 extern "C" fn storm(min_rounds: u64) {
     let me = percpu::this().cpu_index;
+    let nest = STORM_NESTS_DB.load(Ordering::Acquire);
+    if nest {
+        debug_register(1, Some((nmi_path_slot(me), Watch::Write8)));
+    }
     let mut round = 0u64;
     while round < min_rounds || !STORM_STOP.load(Ordering::Acquire) {
         round += 1;
@@ -526,6 +549,9 @@ extern "C" fn storm(min_rounds: u64) {
         if round % 8 == 0 {
             crate::sched::sleep_ticks(1);
         }
+    }
+    if nest {
+        debug_register(1, None);
     }
     STORM_ROUNDS_DONE.fetch_add(1, Ordering::AcqRel);
 }
@@ -610,8 +636,8 @@ fn run_user(module: &str, arg: &str) -> Result<alloc::sync::Arc<crate::sched::Pr
 }
 
 /// The user FPU/SIMD state (utest `fpu`): two processes pinned to the last CPU switch between
-/// each other thousands of times while an NMI storm runs on every CPU, and check every
-/// register after each switch; then a process leaves a secret in the registers and exits, and
+/// each other thousands of times while an NMI storm runs on every CPU (each NMI taking a
+/// nested #DB in its path), and check every register after each switch; then a process leaves a secret in the registers and exits, and
 /// a fresh process on the same CPU must see only the initial state.
 fn fpu() -> ! {
     use alloc::format;
@@ -631,10 +657,14 @@ fn fpu() -> ! {
             code => Err(format!("utest {arg} exited with status {code}")),
         }
     };
-    let nmis_before: u64 = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum();
+    let sum = |f: fn(&percpu::PerCpu) -> u64| (0..n).map(|c| f(percpu::of(c))).sum::<u64>();
+    let nmis_before = sum(|p| p.nmi_count.load(Ordering::Relaxed));
+    let dbs_before = sum(|p| p.db_count.load(Ordering::Relaxed));
+    let proxied_before = sum(|p| p.aist_proxied.load(Ordering::Relaxed));
     // With one CPU there is nobody to send NMIs: the storm thread would only take CPU time.
     let storm = n > 1;
     if storm {
+        STORM_NESTS_DB.store(true, Ordering::Release);
         start_storm(STORM_ROUNDS);
     }
     let pair = start("fpu_a").and_then(|a| start("fpu_b").map(|b| (a, b)));
@@ -643,13 +673,19 @@ fn fpu() -> ! {
     if storm && !wait_until(3000, || STORM_ROUNDS_DONE.load(Ordering::Acquire) == n) {
         finish(Verdict::Fail(format_args!("the NMI storm threads did not finish")))
     }
-    let nmis = (0..n).map(|c| percpu::of(c).nmi_count.load(Ordering::Relaxed)).sum::<u64>() - nmis_before;
-    log::info!("fpu: {nmis} NMIs taken meanwhile on {n} CPUs");
+    STORM_NESTS_DB.store(false, Ordering::Release);
+    let nmis = sum(|p| p.nmi_count.load(Ordering::Relaxed)) - nmis_before;
+    let dbs = sum(|p| p.db_count.load(Ordering::Relaxed)) - dbs_before;
+    let proxied = sum(|p| p.aist_proxied.load(Ordering::Relaxed)) - proxied_before;
+    log::info!("fpu: {nmis} NMIs taken meanwhile on {n} CPUs, {dbs} #DB nested in their path, {proxied} entries completed by proxy");
     if let Err(why) = pair_result {
         finish(Verdict::Fail(format_args!("{why}")))
     }
-    if n > 1 && nmis == 0 {
-        finish(Verdict::Fail(format_args!("no NMI arrived")))
+    if storm && (nmis == 0 || dbs == 0) {
+        finish(Verdict::Fail(format_args!("the NMI storm did not happen ({nmis} NMIs, {dbs} nested #DB)")))
+    }
+    if storm && crate::arch::x86_64::entry::backend() == crate::arch::x86_64::entry::Backend::Ist && proxied == 0 {
+        finish(Verdict::Fail(format_args!("no NMI entry was completed by proxy")))
     }
     let leak = start("fpu_secret").and_then(|s| wait(&s, "fpu_secret")).and_then(|_| start("fpu_fresh")).and_then(|f| wait(&f, "fpu_fresh"));
     match leak {

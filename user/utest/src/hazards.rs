@@ -133,6 +133,7 @@ fn compat_then(insn: [u8; 2]) {
     let code: u64 = match insn {
         [0x0f, 0x05] => compat_syscall as *const () as u64,
         [0x0f, 0x34] => compat_sysenter as *const () as u64,
+        [0xce, _] => compat_into as *const () as u64,
         _ => compat_int80 as *const () as u64,
     };
     // SAFETY: RETFQ pops RIP then CS = 0x1b, a present DPL-3 32-bit code segment; the target
@@ -158,12 +159,27 @@ global_asm!(
     "compat_sysenter: .byte 0x0f, 0x34, 0x0f, 0x0b",
     ".global compat_int80",
     "compat_int80: .byte 0xcd, 0x80, 0x0f, 0x0b",
+    // mov al, 0x7f; add al, 1 (sets OF); into; ud2. INTO exists only outside 64-bit mode;
+    // under FRED it arrives as a software exception with vector 4.
+    ".global compat_into",
+    "compat_into: .byte 0xb0, 0x7f, 0x04, 0x01, 0xce, 0x0f, 0x0b",
     ".popsection",
 );
 extern "C" {
     fn compat_syscall();
     fn compat_sysenter();
     fn compat_int80();
+    fn compat_into();
+}
+
+/// A far jump through memory to selector `sel`. Intel reads an m16:64 pointer with REX.W, AMD
+/// an m16:32 one: the bytes hold `sel` where either reads it (offset 0x40_0000 for m16:32,
+/// `sel << 32 | 0x40_0000` for m16:64, both canonical user addresses).
+fn far_jump(sel: u16) {
+    let target: [u64; 2] = [(sel as u64) << 32 | 0x40_0000, sel as u64];
+    // SAFETY: the jump faults at CPL 3: the kernel code segment is not conforming and has
+    // DPL 0, and a TSS is not a jump target in 64-bit mode (#GP with the selector).
+    unsafe { asm!("rex64 jmp fword ptr [{}]", in(reg) target.as_ptr(), options(nostack, readonly)) };
 }
 
 /// SYSCALL (CPU_ID) with RSP set to `rsp`: the kernel must never use the user RSP, and the
@@ -343,15 +359,17 @@ fn privileged(i: usize) {
             14 => asm!("invlpg [{}]", in(reg) 0x40_0000u64),
             15 => asm!("mov dr7, {}", in(reg) 0x3u64),
             16 => asm!("wbinvd"),
+            19 => asm!("xsetbv", in("ecx") 0, in("eax") 7, in("edx") 0),
             17 => asm!("clts"),
-            _ => asm!("ltr ax", in("ax") 0x30u16),
+            18 => asm!("ltr ax", in("ax") 0x30u16),
+            _ => unreachable!(),
         }
     }
 }
-const PRIVILEGED: [&str; 19] = [
+const PRIVILEGED: [&str; 20] = [
     "cli", "sti", "hlt", "in 0x80", "out 0xf4 (QEMU exit)", "out 0x8900 (Bochs shutdown)", "out 0xe9",
     "out 0x3f8 (COM1)", "rdmsr LSTAR", "wrmsr LSTAR", "mov cr3", "lgdt", "lidt", "swapgs", "invlpg",
-    "mov dr7", "wbinvd", "clts", "ltr",
+    "mov dr7", "wbinvd", "clts", "ltr", "xsetbv",
 ];
 
 /// SGDT, SIDT, SLDT, SMSW, STR: #GP(0) with UMIP, else they run.
@@ -562,6 +580,9 @@ const CASES: &[Case] = &[
     Case { name: "sysenter", run: sysenter, expect: || Expect::KilledAnyOf(&[GP, UD]) },
     Case { name: "compat mode + syscall", run: |_| compat_then([0x0f, 0x05]), expect: || Expect::Killed(UD, None) },
     Case { name: "compat mode + sysenter", run: |_| compat_then([0x0f, 0x34]), expect: || Expect::KilledAnyOf(&[GP, UD]) },
+    Case { name: "compat mode + into", run: |_| compat_then([0xce, 0]), expect: || Expect::Killed(GP, Some(4 * 8 + 2)) },
+    Case { name: "far jump to the kernel code segment", run: |_| far_jump(0x08), expect: || Expect::Killed(GP, Some(0x08)) },
+    Case { name: "far jump to the TSS", run: |_| far_jump(0x30), expect: || Expect::Killed(GP, Some(0x30)) },
     Case { name: "compat mode + int 0x80", run: |_| compat_then([0xcd, 0x80]), expect: || Expect::Killed(GP, Some(0x402)) },
     Case { name: "syscall with rsp in the kernel half", run: |_| syscall_with_rsp(0xffff_8000_0000_0000), expect: || Expect::Survives },
     Case { name: "syscall with non-canonical rsp", run: |_| syscall_with_rsp(0x8000_0000_0000_0000), expect: || Expect::Survives },
