@@ -183,12 +183,14 @@ pub mod syscall {
     /// 2 user bytes at `addr` on the calling CPU (debug register 0), with 0 disarms it; returns
     /// how many #DB this CPU has taken in ring 0 so far. For the `mov ss` cases of the hazard
     /// suite (CVE-2018-8897: a watchpoint on `mov ss`'s operand delays its #DB into the kernel).
+    /// Only the `utest` and `bench` boot modules' processes may call it (else `NoSuchCall`).
     pub const BENCH_WATCH: u64 = 45;
     /// `bench_floor(rip)`: with `rip` != 0 (a user address), the calling CPU's SYSCALL entry
     /// becomes the *floor*: a SYSCALL from 64-bit mode whose return address is `rip` comes
     /// straight back (IST: `cmp rcx`, SYSRET; FRED: the event type and RIP checked, ERETU),
     /// RAX untouched; every other event and system call goes the normal way. 0 restores the
     /// normal entry. One CPU at a time: `InvalidArgument` while another CPU holds the floor.
+    /// Only the `utest` and `bench` boot modules' processes may call it (else `NoSuchCall`).
     pub const BENCH_FLOOR: u64 = 46;
     /// `bench_boot_clock(which, cpu) -> TSC`: the TSC at a boot milestone, one of
     /// [`bench_boot_clock`]; `cpu` is a CPU index for the per-CPU ones. `NotFound` for a CPU

@@ -48,8 +48,8 @@ pub fn dispatch(frame: &mut TrapFrame) {
             }
         }
         nr::BENCH_COUNTER => counter(frame.rdi),
-        nr::BENCH_WATCH => watch(frame.rdi),
-        nr::BENCH_FLOOR => floor(frame.rdi),
+        nr::BENCH_WATCH => test_program_only().and_then(|_| watch(frame.rdi)),
+        nr::BENCH_FLOOR => test_program_only().and_then(|_| floor(frame.rdi)),
         nr::BENCH_BOOT_CLOCK => boot_clock(frame.rdi, frame.rsi),
         _ => Err(Error::NoSuchCall),
     };
@@ -57,6 +57,21 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Ok(v) => v,
         Err(e) => e.to_raw(),
     };
+}
+
+/// The boot modules whose processes may change CPU-wide state through `bench_watch` (a debug
+/// register) and `bench_floor` (the SYSCALL entry): the hazard suite and the benchmark. Any
+/// other process (the fuzzer, a hostile program) gets `NoSuchCall`: a watchpoint it armed would
+/// fire in whatever process next ran on that CPU at that address and kill its thread.
+const TEST_PROGRAMS: [&str; 2] = ["utest", "bench"];
+
+fn test_program_only() -> Result<(), Error> {
+    let process = sched::current().and_then(|t| t.process.clone()).ok_or(Error::NoSuchCall)?;
+    if TEST_PROGRAMS.contains(&process.name.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::NoSuchCall)
+    }
 }
 
 fn with_state(f: impl FnOnce(&BenchState) -> Result<u64, Error>) -> Result<u64, Error> {
