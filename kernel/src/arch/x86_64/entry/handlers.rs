@@ -116,7 +116,10 @@ pub fn syscall(frame: &mut TrapFrame, kind: SyscallKind) {
 /// SYSCALL from 64-bit mode: the system call, with interrupts on while it runs.
 #[inline(always)]
 pub fn syscall64(frame: &mut TrapFrame) {
-    x86_64::instructions::interrupts::enable();
+    // SAFETY: the entry saved the whole user context and runs on the thread's kernel stack,
+    // where interrupts may nest. A bare STI: the `x86_64` crate's `enable()` adds a NOP so its
+    // caller's next instruction runs after the STI shadow, which a CALL does not need.
+    unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
     crate::syscall::dispatch(frame);
     x86_64::instructions::interrupts::disable();
 }

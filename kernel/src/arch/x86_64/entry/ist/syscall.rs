@@ -11,7 +11,6 @@
 //! SYSENTER needs no entry: IA32_SYSENTER_CS is 0, so it raises #GP(0) in ring 3 on Intel
 //! (SDM Vol. 2B, SYSENTER) and #UD on AMD, whose long mode has no SYSENTER.
 
-use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, Msr, SFMask, Star};
 use x86_64::registers::rflags::RFlags;
@@ -50,9 +49,6 @@ core::arch::global_asm!(
     // mispredict into running on the wrong GS, and no LFENCE is needed (CVE-2019-1125 is about
     // the conditional SWAPGS of the IDT entry; Linux's entry_SYSCALL_64 has none either).
     "    swapgs",
-    // RCX held the user RIP on SYSCALL (the trampoline used it for the jump here): save
-    // that value, as the CPU defined it.
-    "    mov rcx, [rsp + {rip_from_vector}]",
     push_gprs!(),
     "    mov rdi, rsp",
     // No CLD: SFMASK cleared DF on the way in.
@@ -78,8 +74,9 @@ core::arch::global_asm!(
     "    push rcx",
     "    push 0",
     "    push {syscall_vector}",
-    "    movabs rcx, offset ist_syscall_common",
-    "    jmp rcx",
+    // Through a pointer in this page (RIP-relative, so the alias reaches it too): no register
+    // is clobbered, and RCX still holds the user RIP as SYSCALL left it.
+    "    jmp qword ptr [rip + ist_syscall_common_ptr]",
     // SYSCALL from compatibility mode (IA32_CSTAR): the same frame, with the 32-bit CS the
     // thread really ran in, so the handler sees what happened.
     ".org ist_syscall_trampoline + {compat_entry}, 0xcc",
@@ -94,13 +91,15 @@ core::arch::global_asm!(
     "    push rcx",
     "    push 0",
     "    push {syscall_vector}",
-    "    movabs rcx, offset ist_syscall_common",
-    "    jmp rcx",
+    // Through a pointer in this page (RIP-relative, so the alias reaches it too): no register
+    // is clobbered, and RCX still holds the user RIP as SYSCALL left it.
+    "    jmp qword ptr [rip + ist_syscall_common_ptr]",
+    ".balign 8",
+    "ist_syscall_common_ptr: .quad ist_syscall_common",
     ".global ist_syscall_trampoline_end",
     "ist_syscall_trampoline_end:",
     ".balign 4096, 0xcc",
     ".popsection",
-    rip_from_vector = const offset_of!(TrapFrame, rip) - offset_of!(TrapFrame, vector),
     syscall = sym syscall_entry,
     disp_save_rsp = const TRAMPOLINE_OPERANDS[0].disp(0),
     disp_load_kstack = const TRAMPOLINE_OPERANDS[1].disp(0),
