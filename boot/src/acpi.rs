@@ -201,7 +201,7 @@ pub fn cpus(
     bsp_apic_id: u32,
 ) -> FixedVec<Cpu, MAX_CPUS> {
     let startable = |flags: u32| (flags & 1) ^ ((flags >> 1) & 1) == 1;
-    let mut out = FixedVec::new();
+    let mut listed: FixedVec<Cpu, MAX_CPUS> = FixedVec::new();
     for e in entries {
         let (uid, apic_id) = match e {
             MadtEntry::LocalApic {
@@ -216,19 +216,32 @@ pub fn cpus(
             } if x2apic && startable(flags) => (uid, apic_id),
             _ => continue,
         };
-        // Firmware lists a CPU once; a repeated APIC ID would start one CPU twice.
-        if out.iter().any(|c: &Cpu| c.apic_id == apic_id) {
-            continue;
-        }
-        if out
-            .push(Cpu {
-                uid,
-                apic_id,
-                is_bsp: apic_id == bsp_apic_id,
-            })
-            .is_err()
-        {
+        let cpu = Cpu {
+            uid,
+            apic_id,
+            is_bsp: apic_id == bsp_apic_id,
+        };
+        if listed.push(cpu).is_err() {
             break;
+        }
+    }
+    // Firmware lists a CPU once; a repeated APIC ID would start one CPU twice. Sorted by
+    // (ID, position), a repeat follows its first listing: n log n for a thousand CPUs.
+    let mut by_id: FixedVec<(u32, u32), MAX_CPUS> = FixedVec::new();
+    for (i, c) in listed.iter().enumerate() {
+        let _ = by_id.push((c.apic_id, i as u32));
+    }
+    by_id.sort_unstable();
+    let mut repeated = [false; MAX_CPUS];
+    for pair in by_id.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            repeated[pair[1].1 as usize] = true;
+        }
+    }
+    let mut out = FixedVec::new();
+    for (i, c) in listed.iter().enumerate() {
+        if !repeated[i] {
+            let _ = out.push(*c);
         }
     }
     out
@@ -480,5 +493,26 @@ pub mod tests {
         let t = madt(&[&lapic(0, 0, 1), &x2apic(0, 0, 1)]);
         let sdt = parse_sdt(&t).unwrap();
         assert_eq!(cpus(madt_entries(&sdt), true, 0).len(), 1);
+    }
+
+    #[test]
+    fn repeats_keep_the_first_listing_and_madt_order() {
+        let t = madt(&[&lapic(0, 5, 1), &lapic(1, 2, 1), &lapic(2, 5, 1), &lapic(3, 9, 1), &lapic(4, 2, 1)]);
+        let sdt = parse_sdt(&t).unwrap();
+        let got: Vec<(u32, u32)> = cpus(madt_entries(&sdt), false, 2).iter().map(|c| (c.uid, c.apic_id)).collect();
+        assert_eq!(got, [(0, 5), (1, 2), (3, 9)]);
+    }
+
+    #[test]
+    fn three_hundred_cpus_with_x2apic_ids_are_all_listed() {
+        // QEMU's MADT beyond 255 CPUs: local APIC entries up to ID 254, x2APIC entries above.
+        let mut entries: Vec<Vec<u8>> = (0..255u32).map(|i| lapic(i as u8, i as u8, 1)).collect();
+        entries.extend((255..300u32).map(|i| x2apic(i, i, 1)));
+        let t = madt(&entries.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let sdt = parse_sdt(&t).unwrap();
+        let listed = cpus(madt_entries(&sdt), true, 0);
+        assert_eq!(listed.len(), 300);
+        assert!(listed.iter().enumerate().all(|(i, c)| c.apic_id == i as u32));
+        assert_eq!(listed.iter().filter(|c| c.is_bsp).count(), 1);
     }
 }

@@ -6,7 +6,7 @@
 
 use super::handoff::Handoff;
 use super::serial::{self, say};
-use super::trampoline::{self, ApSetup, Pointer32, Pointer64, TrampolineData, AP_SETUP};
+use super::trampoline::{self, ApSetup, ApSlot, FarPointer, Pointer32, Pointer64, TrampolineData, AP_SETUP};
 use super::{cpu, entry, gdt, idt, lapic, phys, pit};
 use bridge::acpi::{self, MadtEntry, Sdt};
 use bridge::fixed::FixedVec;
@@ -18,7 +18,7 @@ use bridge::paging::{AddressSpace, TableMemory};
 use bridge::protocol::{self as p, MemoryType};
 use bridge::requests::{self, Request, Scan};
 use core::fmt;
-use core::mem::size_of;
+use core::mem::{offset_of, size_of};
 use core::sync::atomic::{fence, Ordering};
 use elf::Elf;
 use x86_64::instructions::port::Port;
@@ -40,6 +40,12 @@ const BOOTLOADER_VERSION: &str = env!("CARGO_PKG_VERSION");
 const FIRST_CD_DRIVE: u32 = 0xe0;
 /// How long an AP gets to reach its park loop after its STARTUP IPIs.
 const AP_TIMEOUT_US: u64 = 1_000_000;
+/// More time for each AP started at once (hundreds of emulated CPUs share a few host cores).
+const AP_TIMEOUT_PER_CPU_US: u64 = 20_000;
+/// Largest APIC-ID table the trampoline indexes (16 bytes an entry: 1 MiB).
+const MAX_SLOT_TABLE: u64 = 1 << 16;
+/// The NMI's vector (Intel SDM Vol. 3A, 6.3.1).
+const NMI_VECTOR: usize = 2;
 
 extern "C" {
     static __bridge_start: u8;
@@ -298,6 +304,7 @@ fn boot(mbi_phys: u64) -> Handoff {
         kernel: &kernel,
         alloc: &mut alloc,
         arena: &mut arena,
+        parked: None,
     };
     ctx.simple_responses(revision, rsdp, &kernel_file, &files, &mbi);
     let cpus = ctx
@@ -305,6 +312,7 @@ fn boot(mbi_phys: u64) -> Handoff {
         .request(p::MP)
         .map(|request| ctx.start_cpus(request, &acpi_tables, &features, &space, stack_size));
     let entries = ctx.memory_map(&firmware);
+    let parked = ctx.parked.take();
 
     mask_legacy_interrupts(&acpi_tables);
     write_base_revision(&kernel);
@@ -322,6 +330,11 @@ fn boot(mbi_phys: u64) -> Handoff {
         base: gdt::gdt_phys() + HHDM_OFFSET,
     };
     let gdtr = alloc_static_gdtr(gdtr);
+    // Last: from here on the APs poll their goto_address, and every host cycle they take is
+    // one the BSP does not get under an emulator.
+    if let Some(parked) = parked {
+        parked.wake();
+    }
     Handoff {
         entry,
         stack_top: HHDM_OFFSET + bsp_stack + stack_size,
@@ -590,6 +603,8 @@ struct Responder<'a> {
     kernel: &'a Kernel,
     alloc: &'a mut PhysAllocator,
     arena: &'a mut Arena,
+    /// The APs halted in the trampoline, woken right before the hand-off.
+    parked: Option<Parked>,
 }
 
 impl Responder<'_> {
@@ -822,6 +837,15 @@ impl Responder<'_> {
             );
         }
 
+        // The trampoline finds its slot by APIC ID: a table up to the highest ID started.
+        let slot_count = cpus.iter().map(|c| c.apic_id as u64 + 1).max().unwrap_or(1);
+        if slot_count > MAX_SLOT_TABLE {
+            say!(
+                "APIC IDs up to {}: only CPUs with IDs below {MAX_SLOT_TABLE} are started",
+                slot_count - 1
+            );
+        }
+        let slot_count = slot_count.min(MAX_SLOT_TABLE);
         let n = cpus.len() as u64;
         let infos = self
             .arena
@@ -840,15 +864,18 @@ impl Responder<'_> {
         } else {
             0
         };
-        let trampoline = if aps > 0 {
-            self.prepare_trampoline(space, features, x2apic)
-        } else {
-            None
-        };
+        let slot_bytes = slot_count * size_of::<ApSlot>() as u64;
+        let slots = self
+            .alloc
+            .alloc(slot_bytes, PAGE_SIZE, MemoryType::BootloaderReclaimable, ALLOC_WINDOW)
+            .or_fail("allocating the AP slot table");
+        // SAFETY: freshly allocated, identity-mapped, ours alone.
+        unsafe { phys::bytes_mut(slots, slot_bytes as usize).fill(0) };
 
-        let mut up = 0u64;
+        // Every CPU's limine_mp_info, and each AP's slot pointing at it.
+        let mut startable = 0u64;
         for (i, cpu) in cpus.iter().enumerate() {
-            let slot = infos + up * size_of::<p::MpInfo>() as u64;
+            let info_at = infos + i as u64 * size_of::<p::MpInfo>() as u64;
             let mut info = p::MpInfo {
                 processor_id: cpu.uid,
                 lapic_id: cpu.apic_id,
@@ -857,27 +884,50 @@ impl Responder<'_> {
             if !cpu.is_bsp {
                 let ap_index = cpus[..i].iter().filter(|c| !c.is_bsp).count() as u64;
                 info.reserved = HHDM_OFFSET + stacks + (ap_index + 1) * stack_size;
+                if u64::from(cpu.apic_id) < slot_count {
+                    let slot = ApSlot { info: HHDM_OFFSET + info_at, ..Default::default() };
+                    // SAFETY: inside the slot table (the ID is below `slot_count`).
+                    unsafe { phys::write(slots + u64::from(cpu.apic_id) * size_of::<ApSlot>() as u64, slot) };
+                    startable += 1;
+                }
             }
             // SAFETY: the slot is inside the reserved info array.
-            unsafe { phys::write(slot, info) };
+            unsafe { phys::write(info_at, info) };
+        }
+        let trampoline = if startable > 0 {
+            self.prepare_trampoline(space, features, x2apic, slots, slot_count as u32)
+        } else {
+            None
+        };
+        let booted_at = |apic_id: u32| {
+            slots + u64::from(apic_id) * size_of::<ApSlot>() as u64 + offset_of!(ApSlot, booted) as u64
+        };
+        if let Some(page) = trampoline {
+            let ids = || cpus.iter().filter(|c| !c.is_bsp && u64::from(c.apic_id) < slot_count).map(|c| c.apic_id);
+            start_aps(&apic, page, ids, startable as u32, booted_at);
+        }
+
+        let mut up = 0u64;
+        for (i, cpu) in cpus.iter().enumerate() {
+            // SAFETY: an aligned u32 inside the slot table.
             let arrived = cpu.is_bsp
-                || trampoline.is_some_and(|page| start_ap(&apic, cpu.apic_id, page, slot));
+                || (trampoline.is_some()
+                    && u64::from(cpu.apic_id) < slot_count
+                    && unsafe { phys::ptr::<u32>(booted_at(cpu.apic_id)).read_volatile() } != 0);
             if arrived {
+                let info_at = infos + i as u64 * size_of::<p::MpInfo>() as u64;
                 // SAFETY: inside the reserved list.
-                unsafe { phys::write(list + 8 * up, HHDM_OFFSET + slot) };
+                unsafe { phys::write(list + 8 * up, HHDM_OFFSET + info_at) };
                 up += 1;
-            } else {
-                if trampoline.is_some() {
-                    say!(
-                        "CPU with APIC ID {} (ACPI UID {}) did not start; it is left out",
-                        cpu.apic_id,
-                        cpu.uid
-                    );
-                }
-                // SAFETY: the slot is ours; zero it for the next CPU.
-                unsafe { phys::write(slot, p::MpInfo::default()) };
+            } else if trampoline.is_some() {
+                say!(
+                    "CPU with APIC ID {} (ACPI UID {}) did not start; it is left out",
+                    cpu.apic_id,
+                    cpu.uid
+                );
             }
         }
+        self.parked = trampoline.map(|page| Parked { page, list, count: up, bsp_id, apic });
 
         let response = p::MpResponse {
             revision: 0,
@@ -898,6 +948,8 @@ impl Responder<'_> {
         space: &AddressSpace,
         features: &cpu::Features,
         x2apic: bool,
+        slots: u64,
+        slot_count: u32,
     ) -> Option<u64> {
         let code = trampoline::image();
         let page = match self.alloc.alloc(
@@ -922,7 +974,25 @@ impl Responder<'_> {
             | Cr0Flags::EXTENSION_TYPE
             | Cr0Flags::WRITE_PROTECT
             | Cr0Flags::PAGING;
+        let (protected, long, nmi) = trampoline::entry_offsets();
+        let data_hhdm = HHDM_OFFSET + page + trampoline::data_offset() as u64;
+        let mut park_idt = [[0u64; 2]; 3];
+        park_idt[NMI_VECTOR] = idt::gate(HHDM_OFFSET + page + nmi);
         let data = TrampolineData {
+            apic_id_leaf: if features.topology_leaf {
+                trampoline::APIC_ID_LEAF_B
+            } else {
+                trampoline::APIC_ID_LEAF_1
+            },
+            slot_count,
+            slots,
+            far32: FarPointer { offset: (page + protected) as u32, selector: gdt::CODE32 },
+            far64: FarPointer { offset: (page + long) as u32, selector: gdt::CODE64 },
+            idtr_park: Pointer64 {
+                limit: (size_of::<[[u64; 2]; 3]>() - 1) as u16,
+                base: data_hhdm + offset_of!(TrampolineData, park_idt) as u64,
+            },
+            park_idt,
             idtr_null: Pointer32 { limit: 0, base: 0 },
             gdtr_phys: Pointer32 {
                 limit: gdt::GDT_LIMIT,
@@ -965,36 +1035,80 @@ fn x2apic_allowed(features: &cpu::Features, acpi_tables: &AcpiTables) -> bool {
     features.x2apic && !opted_out
 }
 
-/// INIT, then STARTUP twice (Intel SDM Vol. 3A, 9.4.4.1), then waits for the AP to park.
-/// `info` is the physical address of its `limine_mp_info`.
-fn start_ap(apic: &lapic::Lapic, apic_id: u32, page: u64, info: u64) -> bool {
-    let data = page + trampoline::data_offset() as u64;
-    let booted_at = data + core::mem::offset_of!(TrampolineData, booted) as u64;
-    let info_at = data + core::mem::offset_of!(TrampolineData, info) as u64;
-    // SAFETY: the data block is ours while no AP runs the trampoline; its fields are packed,
-    // hence the unaligned accesses.
-    unsafe {
-        phys::ptr::<u64>(info_at).write_unaligned(HHDM_OFFSET + info);
-        phys::ptr::<u32>(booted_at).write_unaligned(0);
-    }
+/// Starts the APs with `ids` all at once: INIT to each, 10 ms, STARTUP to each, a second
+/// STARTUP to those not parked after 1 ms (Intel SDM Vol. 3A, 9.4.4.1), then waits until all
+/// `count` parked or the time is up. APs that did not park are sent INIT again (back to
+/// wait-for-SIPI), so none can wake later on stale data.
+fn start_aps<I: Iterator<Item = u32>>(
+    apic: &lapic::Lapic,
+    page: u64,
+    ids: impl Fn() -> I,
+    count: u32,
+    booted_at: impl Fn(u32) -> u64,
+) {
+    let arrived_at = page + trampoline::data_offset() as u64 + offset_of!(TrampolineData, arrived) as u64;
+    // SAFETY: an aligned u32 in the trampoline's data block (checked below), which APs only
+    // increment with LOCK INC.
+    let arrived = || unsafe { phys::ptr::<u32>(arrived_at).read_volatile() };
+    // SAFETY: an aligned u32 inside the slot table.
+    let booted = |id: u32| unsafe { phys::ptr::<u32>(booted_at(id)).read_volatile() } != 0;
     fence(Ordering::SeqCst);
-    // SAFETY: an aligned u32 inside the trampoline page (checked at compile time below).
-    let booted = || unsafe { phys::ptr::<u32>(booted_at).read_volatile() } != 0;
-    apic.send_init(apic_id);
+    for id in ids() {
+        apic.send_init(id);
+    }
     pit::delay(10_000);
-    apic.send_startup(apic_id, page);
-    if !pit::wait_until(1_000, booted) {
-        apic.send_startup(apic_id, page);
+    for id in ids() {
+        apic.send_startup(id, page);
     }
-    if pit::wait_until(AP_TIMEOUT_US, booted) {
-        return true;
+    if !pit::wait_until(1_000, || arrived() == count) {
+        for id in ids().filter(|&id| !booted(id)) {
+            apic.send_startup(id, page);
+        }
     }
-    // Back to wait-for-SIPI, so it cannot wake later on another CPU's data.
-    apic.send_init(apic_id);
-    false
+    let deadline = AP_TIMEOUT_US + u64::from(count) * AP_TIMEOUT_PER_CPU_US;
+    if !pit::wait_until(deadline, || arrived() == count) {
+        for id in ids().filter(|&id| !booted(id)) {
+            apic.send_init(id);
+        }
+    }
 }
 
-const _: () = assert!(core::mem::offset_of!(TrampolineData, booted) % 4 == 0);
+const _: () = assert!(offset_of!(TrampolineData, arrived) % 4 == 0);
+const _: () = assert!(offset_of!(ApSlot, booted) % 4 == 0);
+
+/// The APs parked in the trampoline (halted) and how to wake them for the hand-off.
+struct Parked {
+    page: u64,
+    /// The MP response's list of `limine_mp_info` pointers, and its length.
+    list: u64,
+    count: u64,
+    bsp_id: u32,
+    apic: lapic::Lapic,
+}
+
+impl Parked {
+    /// Sets `wake` and sends every parked AP an NMI: from now on they poll `goto_address`.
+    fn wake(&self) {
+        let wake_at = self.page + trampoline::data_offset() as u64 + offset_of!(TrampolineData, wake) as u64;
+        // SAFETY: an aligned u32 in the data block; the APs only read it.
+        unsafe { phys::ptr::<u32>(wake_at).write_volatile(1) };
+        // The store must be visible before any NMI lands (WRMSR to the x2APIC ICR does not
+        // order it, SDM Vol. 3A 11.12.3).
+        fence(Ordering::SeqCst);
+        for i in 0..self.count {
+            // SAFETY: the list holds `count` HHDM pointers to filled limine_mp_info entries.
+            let info: p::MpInfo = unsafe {
+                let at = phys::read::<u64>(self.list + 8 * i) - HHDM_OFFSET;
+                phys::read(at)
+            };
+            if info.lapic_id != self.bsp_id {
+                self.apic.send_nmi(info.lapic_id);
+            }
+        }
+    }
+}
+
+const _: () = assert!(offset_of!(TrampolineData, wake) % 4 == 0);
 
 /// Masks the legacy PICs and every I/O APIC redirection entry with fixed or lowest-priority
 /// delivery (PROTOCOL.md, Machine State at Entry).

@@ -1,6 +1,6 @@
 //! CPU features, MSRs, and the per-CPU state the protocol prescribes (PAT, MTRRs).
 
-use core::arch::x86_64::__cpuid;
+use core::arch::x86_64::{__cpuid, __cpuid_count};
 use x86_64::registers::model_specific::Msr;
 
 /// What the bridge needs to know about the CPU (Intel SDM Vol. 2A, CPUID).
@@ -12,12 +12,14 @@ pub struct Features {
     pub mtrr: bool,
     pub apic: bool,
     pub x2apic: bool,
+    /// CPUID leaf 0xB (extended topology) exists: its EDX is the CPU's 32-bit x2APIC ID.
+    pub topology_leaf: bool,
     pub phys_bits: u32,
 }
 
 impl Features {
     pub fn detect() -> Self {
-        let (leaf1, max_ext) = (__cpuid(1), __cpuid(0x8000_0000).eax);
+        let (max_leaf, leaf1, max_ext) = (__cpuid(0).eax, __cpuid(1), __cpuid(0x8000_0000).eax);
         let ext1 = (max_ext >= 0x8000_0001).then(|| __cpuid(0x8000_0001));
         let ext8 = (max_ext >= 0x8000_0008).then(|| __cpuid(0x8000_0008));
         Features {
@@ -27,6 +29,8 @@ impl Features {
             mtrr: leaf1.edx & (1 << 12) != 0,
             apic: leaf1.edx & (1 << 9) != 0,
             x2apic: leaf1.ecx & (1 << 21) != 0,
+            // Leaf 0xB subleaf 0 reports a level type (ECX[15:8]) when the leaf is implemented.
+            topology_leaf: max_leaf >= 0xb && __cpuid_count(0xb, 0).ecx & 0xff00 != 0,
             phys_bits: ext8.map_or(36, |r| r.eax & 0xff),
         }
     }

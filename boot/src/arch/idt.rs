@@ -82,7 +82,7 @@ unsafe impl Sync for Idt {}
 static IDT: Idt = Idt(UnsafeCell::new([[0; 2]; VECTORS]));
 
 /// An interrupt gate (Intel SDM Vol. 3A, 6.14.1): present, DPL 0, type 0xE.
-fn gate(handler: u64) -> [u64; 2] {
+pub fn gate(handler: u64) -> [u64; 2] {
     let low = (handler & 0xffff)
         | (u64::from(CODE64) << 16)
         | (0x8e << 40)

@@ -1,4 +1,4 @@
-//! The BSP's local APIC, just enough to send INIT and STARTUP IPIs (Intel SDM Vol. 3A, 11.6
+//! The BSP's local APIC, just enough to send INIT, STARTUP and NMI IPIs (Intel SDM Vol. 3A, 11.6
 //! and 9.4.4), in xAPIC (MMIO) or x2APIC (MSR) mode.
 
 use super::{cpu, phys};
@@ -14,6 +14,8 @@ const DELIVERY_PENDING: u32 = 1 << 12;
 const ICR_INIT: u32 = 0x4500;
 /// ICR: STARTUP, level assert; the vector is the start page number.
 const ICR_STARTUP: u32 = 0x4600;
+/// ICR: NMI, level assert.
+const ICR_NMI: u32 = 0x4400;
 
 #[derive(Clone, Copy)]
 pub enum Lapic {
@@ -84,5 +86,9 @@ impl Lapic {
 
     pub fn send_startup(&self, dest: u32, page: u64) {
         self.send(dest, ICR_STARTUP | (page >> 12) as u32);
+    }
+
+    pub fn send_nmi(&self, dest: u32) {
+        self.send(dest, ICR_NMI);
     }
 }

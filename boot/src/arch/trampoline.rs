@@ -1,15 +1,23 @@
 //! The AP trampoline: a STARTUP IPI sends an AP here in real mode; it climbs to long mode on
-//! the kernel's final page tables, lets Rust set its PAT, MTRRs and x2APIC mode, then parks on
-//! its `limine_mp_info.goto_address`, running from the trampoline's HHDM alias.
+//! the kernel's final page tables, finds its slot by its APIC ID, lets Rust set its PAT, MTRRs
+//! and x2APIC mode, then parks on its `limine_mp_info.goto_address`, running from the
+//! trampoline's HHDM alias.
 //!
 //! The code is copied to a page below 1 MiB and is position independent: in real mode it finds
 //! itself from CS, later from EBX/RBX (its physical base). Its data block (the
-//! [`TrampolineData`] at its end) is filled by the BSP before each AP is started. The park
-//! loop runs at the HHDM alias because the BSP removes the identity map before it enters the
-//! kernel (base revision 1 and later), and reloads CR3 before jumping so no stale
-//! identity-map TLB entry survives.
+//! [`TrampolineData`] at its end) is filled by the BSP once, before it starts every AP at once;
+//! the APs only read it, but for the `arrived` count. Each AP reads its APIC ID with CPUID and
+//! takes its [`ApSlot`] from a table indexed by that ID. The park loop runs at the HHDM alias
+//! because the BSP removes the identity map before it enters the kernel (base revision 1 and
+//! later), and reloads CR3 before jumping so no stale identity-map TLB entry survives.
+//!
+//! While the BSP starts the others, a parked AP halts (interrupts off) instead of polling: under
+//! an emulator a polling CPU is a host thread that never sleeps, and hundreds of them starve
+//! the CPUs still starting and the BSP. Right before the hand-off the BSP sets `wake` and sends
+//! each parked AP an NMI, whose handler (the data block holds its IDT) returns past the HLT;
+//! from then on the AP polls `goto_address` as the protocol says.
 
-use super::gdt::{CODE32, DATA32, DATA64};
+use super::gdt::{DATA32, DATA64};
 use crate::arch::cpu;
 use bridge::protocol::MpInfo;
 use core::arch::global_asm;
@@ -40,26 +48,49 @@ pub struct FarPointer {
     pub selector: u16,
 }
 
+/// One AP's entry in the table the trampoline indexes by APIC ID.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct ApSlot {
+    /// HHDM address of the AP's `limine_mp_info` (its `reserved` field holds the stack top);
+    /// 0: no CPU with this APIC ID is started.
+    pub info: u64,
+    /// Set to 1 by the AP when it parks.
+    pub booted: u32,
+    pub reserved: u32,
+}
+
+/// Where CPUID puts the APIC ID the trampoline looks up.
+pub const APIC_ID_LEAF_1: u32 = 1;
+/// CPUID leaf 0xB: EDX is the full 32-bit x2APIC ID.
+pub const APIC_ID_LEAF_B: u32 = 0xb;
+
 /// What the BSP tells the trampoline; at the end of the copied code.
 #[repr(C, packed)]
 #[derive(Clone, Copy, Default)]
 pub struct TrampolineData {
-    /// Set to 1 by the AP once it no longer reads this block (first, so it is aligned).
-    pub booted: u32,
+    /// How many APs parked (LOCK INC by each; first, so it is aligned).
+    pub arrived: u32,
+    /// Set by the BSP right before the hand-off: parked APs stop halting and poll.
+    pub wake: u32,
     /// The final PML4 (below 4 GiB).
     pub cr3: u32,
     /// EFER bits to set: LME, and NXE when available.
     pub efer: u32,
     /// The final CR0: PE, ET, WP, PG.
     pub cr0: u32,
+    /// [`APIC_ID_LEAF_1`] (xAPIC IDs, CPUID.1:EBX[31:24]) or [`APIC_ID_LEAF_B`] (CPUID.0BH:EDX).
+    pub apic_id_leaf: u32,
+    /// Entries in the slot table (the highest APIC ID started, plus one).
+    pub slot_count: u32,
     pub hhdm: u64,
     /// `ap_prepare`, called at its identity address.
     pub prepare: u64,
-    /// HHDM address of this AP's `limine_mp_info`; its `reserved` field holds the stack top.
-    pub info: u64,
-    /// Patched by the trampoline itself: its 32-bit entry and the 32-bit code selector.
+    /// Physical address of the [`ApSlot`] table (identity-mapped while APs start).
+    pub slots: u64,
+    /// The trampoline's 32-bit entry and the 32-bit code selector (filled by the BSP).
     pub far32: FarPointer,
-    /// Patched by the trampoline itself: its 64-bit entry and the 64-bit code selector.
+    /// The trampoline's 64-bit entry and the 64-bit code selector (filled by the BSP).
     pub far64: FarPointer,
     /// An empty IDT: any exception before the kernel's IDT is a shutdown, not a wild jump.
     pub idtr_null: Pointer32,
@@ -67,22 +98,25 @@ pub struct TrampolineData {
     pub gdtr_phys: Pointer32,
     /// The GDT at its HHDM address (for the kernel).
     pub gdtr_hhdm: Pointer64,
+    /// The parked APs' IDT at its HHDM address: vectors 0 to 2, only the NMI gate present.
+    pub idtr_park: Pointer64,
+    pub park_idt: [[u64; 2]; 3],
 }
 
 const CR0_PROTECTED: u64 = Cr0Flags::PROTECTED_MODE_ENABLE.bits() | Cr0Flags::EXTENSION_TYPE.bits();
 
 // SAFETY: this code runs only on APs the BSP starts with a STARTUP IPI pointing at a copy of
-// it below 1 MiB, after the BSP filled the copy's data block: the page tables in `cr3` map the
-// copy at identity and HHDM addresses, the bridge (for `prepare`) at identity, and the stack in
-// `info.reserved`. Each AP leaves the data block alone once it set `booted`, so the BSP can
-// start the next one; parked APs read only their own `limine_mp_info`.
+// it below 1 MiB, after the BSP filled the copy's data block once (far pointers included) and
+// the slot table: the page tables in `cr3` map the copy at identity and HHDM addresses, the
+// bridge (for `prepare`) and the slot table at identity, and each slot's `info.reserved` is a
+// stack of its own. APs run it all at once: they only read the data block (but for the LOCK INC
+// of `arrived`) and write only their own slot; parked APs read only their own
+// `limine_mp_info`.
 global_asm!(
     r#"
     .pushsection .rodata.bridge_ap_trampoline, "a"
     // Offsets inside the trampoline (the copy runs at another address).
     .set BRIDGE_AP_DATA, bridge_ap_data - bridge_ap_trampoline
-    .set BRIDGE_AP_PROTECTED, bridge_ap_protected - bridge_ap_trampoline
-    .set BRIDGE_AP_LONG, bridge_ap_long - bridge_ap_trampoline
     .set BRIDGE_AP_PARK, bridge_ap_park - bridge_ap_trampoline
     .balign 16
     .global bridge_ap_trampoline
@@ -99,14 +133,12 @@ bridge_ap_trampoline:
     // Operand-size prefix: load all 32 bits of the GDT base, not 24.
     .byte 0x66
     lgdt [BRIDGE_AP_DATA + {gdtr_phys}]
-    lea eax, [ebx + BRIDGE_AP_PROTECTED]
-    mov dword ptr [BRIDGE_AP_DATA + {far32}], eax
-    mov word ptr [BRIDGE_AP_DATA + {far32} + 4], {code32}
     mov eax, {cr0_protected}
     mov cr0, eax
     jmp fword ptr [BRIDGE_AP_DATA + {far32}]
 
     .code32
+    .global bridge_ap_protected
 bridge_ap_protected:
     mov ax, {data32}
     mov ds, ax
@@ -124,12 +156,10 @@ bridge_ap_protected:
     wrmsr
     mov eax, dword ptr [ebx + BRIDGE_AP_DATA + {cr0}]
     mov cr0, eax
-    lea eax, [ebx + BRIDGE_AP_LONG]
-    mov dword ptr [ebx + BRIDGE_AP_DATA + {far64}], eax
-    mov word ptr [ebx + BRIDGE_AP_DATA + {far64} + 4], {code64}
     jmp fword ptr [ebx + BRIDGE_AP_DATA + {far64}]
 
     .code64
+    .global bridge_ap_long
 bridge_ap_long:
     mov ax, {data64}
     mov ds, ax
@@ -139,17 +169,46 @@ bridge_ap_long:
     mov ss, ax
     // The upper halves of registers are undefined after the mode switch.
     mov ebx, ebx
-    mov r12, qword ptr [rbx + BRIDGE_AP_DATA + {info}]
+    // Which AP am I: the APIC ID picks the slot (CPUID clobbers RBX, kept in R14).
+    mov r14, rbx
+    mov eax, dword ptr [rbx + BRIDGE_AP_DATA + {apic_id_leaf}]
+    xor ecx, ecx
+    cpuid
+    cmp dword ptr [r14 + BRIDGE_AP_DATA + {apic_id_leaf}], {leaf_b}
+    je 1f
+    shr ebx, 24
+    mov edx, ebx
+1:
+    mov rbx, r14
+    cmp edx, dword ptr [rbx + BRIDGE_AP_DATA + {slot_count}]
+    jae bridge_ap_stray
+    shl rdx, 4
+    mov r15, qword ptr [rbx + BRIDGE_AP_DATA + {slots}]
+    add r15, rdx
+    mov r12, qword ptr [r15 + {slot_info}]
+    test r12, r12
+    jz bridge_ap_stray
     mov rsp, qword ptr [r12 + {mp_reserved}]
     mov rdi, r12
     call qword ptr [rbx + BRIDGE_AP_DATA + {prepare}]
     lgdt [rbx + BRIDGE_AP_DATA + {gdtr_hhdm}]
     mov r13, qword ptr [rbx + BRIDGE_AP_DATA + {hhdm}]
+    // The slot through the HHDM too: the identity map goes at the hand-off.
+    add r15, r13
     add r13, rbx
     lea rax, [r13 + BRIDGE_AP_PARK]
     jmp rax
 bridge_ap_park:
-    mov dword ptr [r13 + BRIDGE_AP_DATA + {booted}], 1
+    lidt [r13 + BRIDGE_AP_DATA + {idtr_park}]
+    mov dword ptr [r15 + {slot_booted}], 1
+    lock inc dword ptr [r13 + BRIDGE_AP_DATA + {arrived}]
+bridge_ap_sleep:
+    cmp dword ptr [r13 + BRIDGE_AP_DATA + {wake}], 0
+    jne bridge_ap_spin
+bridge_ap_hlt:
+    hlt
+bridge_ap_after_hlt:
+    jmp bridge_ap_sleep
 bridge_ap_spin:
     mov rax, qword ptr [r12 + {mp_goto}]
     test rax, rax
@@ -178,6 +237,24 @@ bridge_ap_go:
     xor r14d, r14d
     xor r15d, r15d
     ret
+    // The BSP's wake-up: an NMI that lands between the `wake` check and the HLT returns past
+    // the HLT, so the AP cannot sleep through it.
+    .global bridge_ap_nmi
+bridge_ap_nmi:
+    push rax
+    lea rax, [rip + bridge_ap_hlt]
+    cmp qword ptr [rsp + 8], rax
+    jne 2f
+    lea rax, [rip + bridge_ap_after_hlt]
+    mov qword ptr [rsp + 8], rax
+2:
+    pop rax
+    iretq
+    // A CPU whose APIC ID has no slot (one the BSP did not mean to start): asleep for good.
+bridge_ap_stray:
+    cli
+    hlt
+    jmp bridge_ap_stray
 
     .balign 16
     .global bridge_ap_data
@@ -197,14 +274,19 @@ bridge_ap_trampoline_end:
     gdtr_hhdm = const offset_of!(TrampolineData, gdtr_hhdm),
     hhdm = const offset_of!(TrampolineData, hhdm),
     prepare = const offset_of!(TrampolineData, prepare),
-    info = const offset_of!(TrampolineData, info),
-    booted = const offset_of!(TrampolineData, booted),
+    arrived = const offset_of!(TrampolineData, arrived),
+    wake = const offset_of!(TrampolineData, wake),
+    apic_id_leaf = const offset_of!(TrampolineData, apic_id_leaf),
+    slot_count = const offset_of!(TrampolineData, slot_count),
+    slots = const offset_of!(TrampolineData, slots),
+    idtr_park = const offset_of!(TrampolineData, idtr_park),
+    slot_info = const offset_of!(ApSlot, info),
+    slot_booted = const offset_of!(ApSlot, booted),
+    leaf_b = const APIC_ID_LEAF_B,
     data_size = const size_of::<TrampolineData>(),
     mp_reserved = const offset_of!(MpInfo, reserved),
     mp_goto = const offset_of!(MpInfo, goto_address),
-    code32 = const CODE32,
     data32 = const DATA32,
-    code64 = const super::gdt::CODE64,
     data64 = const DATA64,
     cr0_protected = const CR0_PROTECTED,
     cr4 = const Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits(),
@@ -225,6 +307,26 @@ pub fn image() -> &'static [u8] {
         let end = core::ptr::addr_of!(bridge_ap_trampoline_end);
         core::slice::from_raw_parts(start, end as usize - start as usize)
     }
+}
+
+extern "C" {
+    static bridge_ap_protected: u8;
+    static bridge_ap_long: u8;
+    static bridge_ap_nmi: u8;
+}
+
+/// Where a label of the trampoline sits in the copied image.
+fn offset_of_label(label: *const u8) -> u64 {
+    label as u64 - core::ptr::addr_of!(bridge_ap_trampoline) as u64
+}
+
+/// Where the 32-bit entry, the 64-bit entry and the NMI handler sit in the copied image.
+pub fn entry_offsets() -> (u64, u64, u64) {
+    (
+        offset_of_label(core::ptr::addr_of!(bridge_ap_protected)),
+        offset_of_label(core::ptr::addr_of!(bridge_ap_long)),
+        offset_of_label(core::ptr::addr_of!(bridge_ap_nmi)),
+    )
 }
 
 /// Where the data block sits in the copied image.
