@@ -33,10 +33,14 @@ mod bsp {
     #[no_mangle]
     extern "C" fn kernel_bsp_entry() -> ! {
         smp::boot_clock::stamp(&smp::boot_clock::KERNEL_ENTRY);
+        // Out of the bootloader's spin loops before anything else: a spinning AP is a host
+        // thread that never sleeps under an emulator (see `ap_park`).
+        let (bsp_lapic_id, _, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
+        let parked = smp::park_aps(mp_cpus, bsp_lapic_id);
         klog::init();
         let info = BootInfo::from_bootloader().unwrap_or_else(|e| panic!("cannot boot: {e}"));
         log::info!(
-            "booted by {} {} (Limine base revision {}), command line {:?}",
+            "booted by {} {} (Limine base revision {}), command line {:?}; {parked} APs parked",
             info.bootloader.0,
             info.bootloader.1,
             info.revision,
@@ -81,9 +85,9 @@ mod bsp {
         let (bsp_lapic_id, x2apic_by_loader, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
         let cpus_found = if platform.cpus.is_empty() { mp_cpus.len().max(1) } else { platform.cpus.len() };
         log::info!(
-            "ACPI: {} CPUs (APIC IDs {:?}), {} I/O APICs (id, address) {:x?}; bootloader x2APIC: {}",
+            "ACPI: {} CPUs (APIC IDs {}), {} I/O APICs (id, address) {:x?}; bootloader x2APIC: {}",
             platform.cpus.len(),
-            platform.cpus.iter().map(|c| c.apic_id).collect::<alloc::vec::Vec<_>>(),
+            kernel::arch::x86_64::id_ranges::IdRanges(&platform.cpus.iter().map(|c| c.apic_id).collect::<alloc::vec::Vec<_>>()),
             platform.io_apics.len(),
             platform.io_apics.iter().map(|a| (a.id, a.address)).collect::<alloc::vec::Vec<_>>(),
             x2apic_by_loader

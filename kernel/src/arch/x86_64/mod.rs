@@ -4,6 +4,8 @@
 #[cfg(target_os = "none")]
 pub mod acpi;
 #[cfg(target_os = "none")]
+pub mod ap_park;
+#[cfg(target_os = "none")]
 pub mod apic;
 #[cfg(target_os = "none")]
 pub mod cea;
@@ -14,6 +16,7 @@ pub mod entry;
 pub mod fpu;
 #[cfg(target_os = "none")]
 pub mod gdt;
+pub mod id_ranges;
 #[cfg(target_os = "none")]
 pub mod ioapic;
 #[cfg(target_os = "none")]

@@ -13,8 +13,11 @@ use super::entry::vector;
 use super::{apic, cea, paging, percpu};
 use crate::boot::MpCpu;
 
-pub const MAX_CPUS: usize = 256;
-const WORDS: usize = MAX_CPUS / 64;
+/// The most CPUs the kernel runs: every per-CPU table is sized by it, and CPUs beyond it stay
+/// asleep. 1,024 entry areas take 512 MiB of the CEA window; the static per-CPU tables about
+/// 300 KiB (the ping sets, a bit per CPU pair, are 256 KiB of it).
+pub const MAX_CPUS: usize = 1024;
+const WORDS: usize = MAX_CPUS.div_ceil(64);
 
 /// A set of CPU indices that any CPU may update.
 pub struct CpuSet([AtomicU64; WORDS]);
@@ -110,21 +113,22 @@ pub fn bsp_online() {
     mark_online(0);
 }
 
-/// Sends every AP of the MP response to `ap_entry` and waits until they are all online or
-/// `timeout_ticks` of the BSP's timer have passed. Returns how many APs came up.
+/// Sends every AP of the MP response to the park (`ap_park`), where it halts until
+/// [`start_aps`]. Called first thing on the BSP, so that APs do not spin in the bootloader
+/// while the BSP builds page tables and heap. Returns how many APs were parked.
+pub fn park_aps(cpus: &[&MpCpu], bsp_lapic_id: u32) -> usize {
+    super::ap_park::park(cpus, bsp_lapic_id)
+}
+
+/// Releases every parked AP to `ap_entry`, all at once, and waits until they are all online
+/// or `timeout_ticks` of the BSP's timer have passed. Returns how many APs came up.
 pub fn start_aps(cpus: &[&MpCpu], bsp_lapic_id: u32, timeout_ticks: u64) -> usize {
     boot_clock::stamp(&boot_clock::APS_RELEASED);
-    let mut index = 1;
-    for cpu in cpus.iter().filter(|c| c.lapic_id != bsp_lapic_id) {
-        if index >= MAX_CPUS {
-            log::warn!("more than {MAX_CPUS} CPUs; leaving APIC ID {} offline", cpu.lapic_id);
-            continue;
-        }
-        cpu.extra.store(index as u64, Ordering::Release);
-        cpu.goto_address.write(ap_entry);
-        index += 1;
+    let mut expected = 1;
+    for cpu in cpus.iter().filter(|c| c.lapic_id != bsp_lapic_id).take(MAX_CPUS - 1) {
+        super::ap_park::release(cpu);
+        expected += 1;
     }
-    let expected = index;
     let start = percpu::this().ticks.load(Ordering::Relaxed);
     while online() < expected && percpu::this().ticks.load(Ordering::Relaxed) - start < timeout_ticks {
         x86_64::instructions::hlt();
@@ -135,8 +139,8 @@ pub fn start_aps(cpus: &[&MpCpu], bsp_lapic_id: u32, timeout_ticks: u64) -> usiz
     online() - 1
 }
 
-/// Where each AP arrives from the bootloader: on the bootloader's page tables and stack.
-extern "C" fn ap_entry(cpu: &MpCpu) -> ! {
+/// Where each AP arrives from the park: on the bootloader's page tables and stack.
+pub(super) extern "C" fn ap_entry(cpu: &MpCpu) -> ! {
     paging::load();
     let features = FEATURES.get().copied().unwrap_or_else(Features::read);
     cpu::enable_protections(&features);
