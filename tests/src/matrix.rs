@@ -75,6 +75,8 @@ pub struct Case {
     pub timeout: Duration,
     /// Bochs only: needs a Bochs built with its internal debugger ([`Requirement::DebuggerBochs`]).
     pub bochs_debugger: bool,
+    /// Part of the slow tier: booted only by `cargo xtask test --slow` (minutes on two cores).
+    pub slow: bool,
 }
 
 /// The kernel test scenarios every QEMU TCG configuration runs.
@@ -168,6 +170,15 @@ pub const FRED_OFF_SCENARIOS: &[(&str, u32)] = &[("syscall_gap", 1), ("syscall_g
 pub const FRED_SMP: &[u32] = &[1, 4];
 /// CPU counts of the QEMU TCG matrix.
 pub const TCG_SMP: &[u32] = &[1, 2, 4, 8];
+/// Many CPUs: `boot` (every CPU online, one entry area each) on QEMU TCG. 64 CPUs reach READY
+/// in about 3 s on two host cores, so they run every time.
+pub const MANY_CPUS_SMP: &[u32] = &[64];
+/// The slow tier (`cargo xtask test --slow`): `boot` at 256 CPUs, and at 300, past the 255
+/// an xAPIC can address (x2APIC IDs; QEMU adds an interrupt-remapping IOMMU). 20 to 30 s each
+/// to READY on two host cores, more on a busy host.
+pub const SLOW_SMP: &[u32] = &[256, 300];
+/// The time limit of a many-CPU boot.
+pub const MANY_CPUS_TIMEOUT: Duration = Duration::from_secs(240);
 /// The Bochs CPU model that offers FRED (CPUID.(7,1).EAX bit 17) in a FRED-enabled build.
 pub const BOCHS_FRED_MODEL: &str = "wildcat_lake";
 /// An Intel 64-bit model without FRED that every Bochs since 2.7 knows.
@@ -216,6 +227,7 @@ impl Case {
             boot_path: BootPath::Bridge,
             timeout: default_timeout(emulator),
             bochs_debugger: false,
+            slow: false,
         }
     }
 
@@ -292,8 +304,9 @@ impl fmt::Display for Case {
 
 /// The boot matrix, in the order results are reported.
 ///
-/// - every scenario on QEMU TCG at 1, 2, 4 and 8 CPUs (the bridge path), and `boot` with
-///   `entry=fred` at 2 (TCG has no FRED: the kernel must say so and use IST);
+/// - every scenario on QEMU TCG at 1, 2, 4 and 8 CPUs (the bridge path), `boot` at 64 CPUs
+///   and, in the slow tier, at 256 and 300, and `boot` with `entry=fred` at 2 (TCG has no
+///   FRED: the kernel must say so and use IST);
 /// - `boot` on KVM at 4 CPUs, skipped unless xtask's KVM probe (a boot sector under TCG and
 ///   KVM, seconds, remembered per machine) finds KVM working and faster than TCG. Only `boot`:
 ///   KVM proves the kernel runs on a real CPU model and leaves the scenarios to TCG;
@@ -317,6 +330,12 @@ pub fn matrix() -> Vec<Case> {
         for &smp in counts {
             cases.push(Case::new(Emulator::Qemu(Accel::Tcg), smp, scenario));
         }
+    }
+    for &smp in MANY_CPUS_SMP {
+        cases.push(Case::new(Emulator::Qemu(Accel::Tcg), smp, "boot"));
+    }
+    for &smp in SLOW_SMP {
+        cases.push(Case { slow: true, timeout: MANY_CPUS_TIMEOUT, ..Case::new(Emulator::Qemu(Accel::Tcg), smp, "boot") });
     }
     // `entry=fred` where there is no FRED: the error, then IST.
     cases.push(Case { extra_cmdline: "entry=fred", ..Case::new(Emulator::Qemu(Accel::Tcg), 2, "boot") });
@@ -465,6 +484,16 @@ mod tests {
             assert!(case.cmdline().contains("fuzz_seed=") && case.cmdline().contains("fuzz_count="), "{case}");
         }
         assert!(fuzz.iter().any(|c| c.to_string() == "qemu-tcg smp=4 fuzz fuzz_seed=1 fuzz_count=10000"));
+    }
+
+    #[test]
+    fn many_cpu_boots_cover_64_every_time_and_256_and_300_in_the_slow_tier() {
+        let boots: Vec<(u32, bool)> = matrix()
+            .into_iter()
+            .filter(|c| c.emulator == Emulator::Qemu(Accel::Tcg) && c.scenario == "boot" && c.smp > 8)
+            .map(|c| (c.smp, c.slow))
+            .collect();
+        assert_eq!(boots, [(64, false), (256, true), (300, true)]);
     }
 
     #[test]

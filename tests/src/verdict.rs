@@ -53,6 +53,9 @@ pub struct Expectation {
     pub seq_streams: u32,
     /// A line the log must contain (e.g. the error that explains a fallback); `None`: none.
     pub must_log: Option<String>,
+    /// Every CPU must log its entry area exactly once (`cpu N: entry area at ...`, N from 0 to
+    /// smp - 1): the `boot` scenario, which is how many-CPU boots prove each CPU came up.
+    pub entry_areas: bool,
 }
 
 /// The servers init starts, as READY lists them.
@@ -89,6 +92,7 @@ impl Expectation {
             },
             seq_streams: if scenario == "servers" { smp } else { 0 },
             must_log: None,
+            entry_areas: scenario == "boot",
         }
     }
 }
@@ -268,6 +272,11 @@ pub fn judge(expect: &Expectation, log: &str, outcome: Outcome) -> Verdict {
             Outcome::Exited(status) => format!("no `{pass_line}` line ({})", ended(status)),
         });
     }
+    if expect.entry_areas {
+        if let Err(why) = check_entry_areas(&lines, expect.smp) {
+            return fail(why);
+        }
+    }
     match (expect.exit_rule, outcome) {
         (_, Outcome::TimedOut) => fail(format!(
             "printed `{pass_line}` but did not shut the machine down (timed out)"
@@ -313,6 +322,28 @@ pub fn check_sequences(lines: &[&str], streams: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that CPUs 0 to `smp - 1` each logged `cpu N: entry area at` exactly once.
+pub fn check_entry_areas(lines: &[&str], smp: u32) -> Result<(), String> {
+    let mut seen = vec![false; smp as usize];
+    for line in lines {
+        let Some(at) = line.find(": entry area at ") else { continue };
+        let Some(cpu) = line[..at].rsplit("cpu ").next().and_then(|n| n.trim().parse::<usize>().ok()) else {
+            return Err(format!("garbled entry-area line: {line:?}"));
+        };
+        match seen.get_mut(cpu) {
+            None => return Err(format!("entry area of cpu {cpu}, but the machine has {smp} CPUs")),
+            Some(true) => return Err(format!("cpu {cpu} set up its entry area twice")),
+            Some(flag) => *flag = true,
+        }
+    }
+    let missing: Vec<String> = seen.iter().enumerate().filter(|(_, &s)| !s).map(|(c, _)| c.to_string()).collect();
+    match missing.len() {
+        0 => Ok(()),
+        n if n > 8 => Err(format!("{n} of {smp} CPUs logged no entry area (cpu {} ...)", missing[..8].join(", "))),
+        _ => Err(format!("no entry area logged by cpu {}", missing.join(", "))),
+    }
+}
+
 fn ended(status: Option<i32>) -> String {
     match status {
         Some(status) => format!("exited with status {status}"),
@@ -335,13 +366,27 @@ mod tests {
         lines.iter().map(|l| format!("{l}\r\n")).collect()
     }
 
+    /// What each of `smp` CPUs logs when its entry area is up.
+    fn entry_areas(smp: u32) -> String {
+        (0..smp).map(|c| format!("[cpu {c}] INFO  cea: cpu {c}: entry area at 0xfffffe0000000000 (ist)\r\n")).collect()
+    }
+
     fn good_boot_log(smp: u32) -> String {
-        log(&[
-            "limine-bridge: booting boot():/boot/kernel",
-            "[cpu 0] INFO kernel: cpu 0: entry area at 0xffffff8000000000 (ist)",
-            &format!("READY cpus={smp}/{smp} entry=ist servers="),
-            "TEST boot: PASS",
-        ])
+        let mut lines = vec!["limine-bridge: booting boot():/boot/kernel".to_string()];
+        lines.extend((0..smp).map(|c| format!("[cpu {c}] INFO  cea: cpu {c}: entry area at 0xfffffe0000000000 (ist)")));
+        lines.push(format!("READY cpus={smp}/{smp} entry=ist servers="));
+        lines.push("TEST boot: PASS".to_string());
+        log(&lines.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn boot_needs_one_entry_area_per_cpu() {
+        assert_eq!(judge(&boot(300), &good_boot_log(300), PASS_EXIT), Verdict::Pass);
+        let short = good_boot_log(4).replace("[cpu 2] INFO  cea: cpu 2: entry area at 0xfffffe0000000000 (ist)\r\n", "");
+        let why = reason(judge(&boot(4), &short, PASS_EXIT));
+        assert!(why.contains("no entry area logged by cpu 2"), "{why}");
+        let twice = good_boot_log(2).replace("READY", "[cpu 1] INFO  cea: cpu 1: entry area at 0x0 (ist)\r\nREADY");
+        assert!(reason(judge(&boot(2), &twice, PASS_EXIT)).contains("cpu 1 set up its entry area twice"));
     }
 
     fn reason(verdict: Verdict) -> String {
@@ -369,8 +414,8 @@ mod tests {
         let case = crate::matrix::matrix().into_iter().find(|c| c.extra_cmdline == "entry=fred").unwrap();
         let expect = Expectation::for_case(&case);
         let pass = Outcome::Exited(Some(QEMU_PASS_STATUS));
-        let quiet = "READY cpus=2/2 entry=ist servers=\nTEST boot: PASS\n";
-        assert!(matches!(judge(&expect, quiet, pass), Verdict::Fail(r) if r.contains("entry=fred asked for")));
+        let quiet = format!("{}READY cpus=2/2 entry=ist servers=\nTEST boot: PASS\n", entry_areas(2));
+        assert!(matches!(judge(&expect, &quiet, pass), Verdict::Fail(r) if r.contains("entry=fred asked for")));
         let told = format!("[cpu 0] ERROR dispatch: entry=fred asked for, but this CPU has no FRED (..): using ist\n{quiet}");
         assert_eq!(judge(&expect, &told, pass), Verdict::Pass);
     }
@@ -518,10 +563,7 @@ mod tests {
     fn either_backend_passes_when_none_expected() {
         let expect = Expectation::new("boot", 4, None, Emulator::Qemu(Accel::Kvm));
         for entry in ["fred", "ist"] {
-            let text = log(&[
-                &format!("READY cpus=4/4 entry={entry} servers=a,b"),
-                "TEST boot: PASS",
-            ]);
+            let text = entry_areas(4) + &log(&[&format!("READY cpus=4/4 entry={entry} servers=a,b"), "TEST boot: PASS"]);
             assert_eq!(judge(&expect, &text, PASS_EXIT), Verdict::Pass);
         }
     }
@@ -565,10 +607,8 @@ mod tests {
 
     #[test]
     fn ready_behind_a_log_prefix_is_found() {
-        let text = log(&[
-            "[cpu 0] INFO kernel: READY cpus=2/2 entry=ist servers=",
-            "TEST boot: PASS",
-        ]);
+        let text = entry_areas(2)
+            + &log(&["[cpu 0] INFO kernel: READY cpus=2/2 entry=ist servers=", "TEST boot: PASS"]);
         assert_eq!(judge(&boot(2), &text, PASS_EXIT), Verdict::Pass);
     }
 

@@ -48,6 +48,7 @@ options (test):
   --filter TEXT           only boot cases whose label contains TEXT (',' separates alternatives),
                           e.g. --filter timer, --filter 'smp=1,bochs'
   --no-host               skip the host unit tests
+  --slow                  also the slow tier: boot at 256 and 300 CPUs (about a minute more)
   --jobs N                run N emulators at once (default: 1); results stay in matrix order
   --release | --debug, --limine DIR  as above
 
@@ -109,6 +110,8 @@ pub struct Options {
     pub timeout_secs: Option<u64>,
     pub filter: Option<String>,
     pub host_tests: bool,
+    /// `test --slow`: also the slow tier (256 and 300 CPUs).
+    pub slow: bool,
     pub jobs: usize,
     /// `fuzz`: the seed and the number of calls; `None`: the defaults.
     pub seed: Option<u64>,
@@ -133,6 +136,7 @@ impl Options {
             timeout_secs: None,
             filter: None,
             host_tests: true,
+            slow: false,
             jobs: 1,
             seed: None,
             count: None,
@@ -182,7 +186,7 @@ fn applies(option: &str, command: Command) -> bool {
         "--emulator" | "--accel" | "--smp" | "--fred" | "--cpu" => matches!(command, Run | Fuzz),
         "--timeout" => matches!(command, Run | Compare | Fuzz | Bench),
         "--filter" => matches!(command, Test | Bench),
-        "--no-host" | "--jobs" => command == Test,
+        "--no-host" | "--jobs" | "--slow" => command == Test,
         "--check" => command == Bench,
         "--seed" | "--count" => command == Fuzz,
         _ => false,
@@ -205,7 +209,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "--count",
     "--check",
 ];
-const FLAG_OPTIONS: &[&str] = &["--release", "--debug", "--no-host"];
+const FLAG_OPTIONS: &[&str] = &["--release", "--debug", "--no-host", "--slow"];
 
 fn number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, CliError> {
     value
@@ -263,6 +267,7 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
             "--release" => opts.release = true,
             "--debug" => opts.release = false,
             "--no-host" => opts.host_tests = false,
+            "--slow" => opts.slow = true,
             "--limine" => opts.limine = Some(PathBuf::from(value)),
             "--cmdline" => {
                 if value.contains(['\n', '\r']) {
@@ -498,7 +503,9 @@ mod tests {
     fn test_options_parse() {
         let opts = parse_str("test --filter timer --no-host --jobs 2 --debug").unwrap();
         assert_eq!(opts.filter.as_deref(), Some("timer"));
-        assert!(!opts.host_tests && !opts.release);
+        assert!(!opts.host_tests && !opts.release && !opts.slow);
+        assert!(parse_str("test --slow").unwrap().slow);
+        assert!(error("run --slow").contains("does not apply to `run`"));
         assert_eq!(opts.jobs, 2);
     }
 }

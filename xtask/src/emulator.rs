@@ -65,20 +65,36 @@ pub struct BootResult {
     pub line_times: Vec<Duration>,
 }
 
+/// The most CPUs QEMU numbers with APIC IDs an xAPIC can address (0 to 254; 255 is the
+/// broadcast ID). Above it the guest needs x2APIC, and QEMU accepts such a machine only with an
+/// IOMMU that remaps interrupts in extended (x2APIC) mode, which needs a split irqchip under KVM.
+pub const XAPIC_MAX_CPUS: u32 = 255;
+
+/// Guest memory for `smp` CPUs: 256 MiB, and 512 KiB more for every CPU beyond 64 (each CPU
+/// costs about 280 KiB: its entry area, kernel stack and page tables, and the bridge's AP stack).
+pub fn qemu_memory_mib(smp: u32) -> u32 {
+    256 + smp.saturating_sub(64) / 2
+}
+
 /// The `qemu-system-x86_64` arguments for `machine` booting `iso`. The debug-exit device lets a
 /// test scenario end QEMU with its verdict as the exit status.
 pub fn qemu_args(machine: &Machine, iso: &Path) -> Vec<String> {
-    let mut args: Vec<String> = ["-M", "q35"].map(String::from).to_vec();
+    let many_cpus = machine.smp > XAPIC_MAX_CPUS;
+    let mut args: Vec<String> = vec!["-M".into(), if many_cpus { "q35,kernel-irqchip=split" } else { "q35" }.into()];
     if let Emulator::Qemu(Accel::Kvm) = machine.emulator {
         args.extend(["-accel", "kvm"].map(String::from));
     }
+    let mut cpu = machine.cpu_model.clone();
+    if many_cpus && !cpu.split(',').any(|f| f == "+x2apic") {
+        cpu.push_str(",+x2apic");
+    }
+    args.extend(["-cpu".to_string(), cpu, "-smp".to_string(), machine.smp.to_string()]);
+    if many_cpus {
+        args.extend(["-device", "intel-iommu,intremap=on,eim=on"].map(String::from));
+    }
     args.extend([
-        "-cpu".to_string(),
-        machine.cpu_model.clone(),
-        "-smp".to_string(),
-        machine.smp.to_string(),
         "-m".to_string(),
-        "256M".to_string(),
+        format!("{}M", qemu_memory_mib(machine.smp)),
         "-cdrom".to_string(),
         iso.display().to_string(),
         "-serial".to_string(),
@@ -522,6 +538,21 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" -vga none"), "{line}");
+    }
+
+    #[test]
+    fn more_than_255_cpus_get_x2apic_an_interrupt_remapping_iommu_and_more_memory() {
+        let mut m = machine(Emulator::Qemu(Accel::Tcg), "max");
+        m.smp = 300;
+        let line = qemu_args(&m, Path::new("/x.iso")).join(" ");
+        assert!(
+            line.starts_with("-M q35,kernel-irqchip=split -cpu max,+x2apic -smp 300 -device intel-iommu,intremap=on,eim=on -m 374M "),
+            "{line}"
+        );
+        m.smp = XAPIC_MAX_CPUS;
+        let line = qemu_args(&m, Path::new("/x.iso")).join(" ");
+        assert!(line.starts_with("-M q35 -cpu max -smp 255 -m 351M "), "{line}");
+        assert!(!line.contains("iommu"), "{line}");
     }
 
     #[test]

@@ -71,6 +71,11 @@ struct Staged {
     source: PathBuf,
     /// Content hash when known (built images), else the file is hashed when staged.
     hash: Option<u64>,
+    /// A built ELF image: staged without its debug sections (`objcopy --strip-debug`). The
+    /// loaders read only segments, the symbols stay, and gdb reads the full file in target/.
+    /// A 27 MB ISO became 10 MB, which GRUB loads 0.8 s sooner at 8 CPUs and 80 s sooner at 300
+    /// under QEMU TCG.
+    strip_debug: bool,
 }
 
 /// What goes into an ISO, before anything is written.
@@ -88,6 +93,7 @@ fn plan(manifest: &Manifest, images: &Images, loader: &Loader) -> Result<Plan> {
             iso_path: path.iso_path().to_string(),
             source: image.path.clone(),
             hash: Some(image.hash),
+            strip_debug: true,
         });
     }
     let mut texts = Vec::new();
@@ -104,6 +110,7 @@ fn plan(manifest: &Manifest, images: &Images, loader: &Loader) -> Result<Plan> {
                 iso_path: iso_path.clone(),
                 source: bridge.path.clone(),
                 hash: Some(bridge.hash),
+                strip_debug: true,
             });
             texts.push((
                 "boot/grub/grub.cfg".to_string(),
@@ -117,6 +124,7 @@ fn plan(manifest: &Manifest, images: &Images, loader: &Loader) -> Result<Plan> {
                     iso_path: format!("boot/limine/{name}"),
                     source: dir.join(name),
                     hash: None,
+                    strip_debug: false,
                 });
             }
             let efi = dir.join("BOOTX64.EFI");
@@ -125,6 +133,7 @@ fn plan(manifest: &Manifest, images: &Images, loader: &Loader) -> Result<Plan> {
                     iso_path: "EFI/BOOT/BOOTX64.EFI".into(),
                     source: efi,
                     hash: None,
+                    strip_debug: false,
                 });
             }
             // The host tool is part of the recipe: a different release makes a different ISO.
@@ -132,6 +141,7 @@ fn plan(manifest: &Manifest, images: &Images, loader: &Loader) -> Result<Plan> {
                 iso_path: String::new(),
                 source: dir.join("limine"),
                 hash: None,
+                strip_debug: false,
             });
             texts.push((
                 "boot/limine/limine.conf".to_string(),
@@ -156,6 +166,9 @@ fn cache_key(plan: &Plan, loader: &Loader) -> Result<u64> {
             }
         };
         hash.bytes(&content.to_le_bytes());
+        if file.strip_debug {
+            hash.bytes(b"objcopy --strip-debug");
+        }
     }
     for (path, text) in &plan.texts {
         hash.bytes(path.as_bytes()).bytes(text.as_bytes());
@@ -175,6 +188,10 @@ fn stage(plan: &Plan, dir: &Path) -> Result<()> {
     };
     for file in plan.files.iter().filter(|f| !f.iso_path.is_empty()) {
         let dest = place(&file.iso_path)?;
+        if file.strip_debug {
+            run_captured(Command::new("objcopy").arg("--strip-debug").arg(&file.source).arg(&dest))?;
+            continue;
+        }
         fs::copy(&file.source, &dest).map_err(|e| {
             format!(
                 "cannot copy {} to {}: {e}",

@@ -37,8 +37,8 @@ pub fn loader(opts: &Options) -> Result<Loader> {
 /// The host tools an ISO for `loader` needs.
 pub fn iso_tools(loader: &Loader) -> Vec<Tool> {
     match loader {
-        Loader::Bridge => vec![Tool::GrubRescue, Tool::Xorriso, Tool::Mtools],
-        Loader::Limine(_) => vec![Tool::Xorriso],
+        Loader::Bridge => vec![Tool::GrubRescue, Tool::Xorriso, Tool::Mtools, Tool::Binutils],
+        Loader::Limine(_) => vec![Tool::Xorriso, Tool::Binutils],
     }
 }
 
@@ -200,6 +200,9 @@ pub fn boot(opts: &Options) -> Result<Booted> {
         // Keep our report off the kernel's last line.
         println!();
     }
+    if let Some(t) = time_to_ready(&result.serial, &result.line_times) {
+        step(format!("READY {:.2} s after the emulator started ({} CPUs)", t.as_secs_f64(), opts.smp));
+    }
 
     if result.outcome == Outcome::TimedOut && scenario.is_none() {
         step(format!(
@@ -258,6 +261,13 @@ pub fn boot(opts: &Options) -> Result<Booted> {
     })
 }
 
+/// When the READY line arrived, from the emulator's start (`line_times` has one entry per
+/// complete line of `serial`).
+pub fn time_to_ready(serial: &str, line_times: &[Duration]) -> Option<Duration> {
+    let index = serial.lines().position(|l| l.contains("READY cpus="))?;
+    line_times.get(index).copied()
+}
+
 fn show_emulator_output(text: &str) {
     let text = emulator::notable_output(text);
     if !text.is_empty() {
@@ -271,6 +281,14 @@ fn show_emulator_output(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_to_ready_is_when_the_ready_line_arrived() {
+        let serial = "a\nb\nREADY cpus=8/8 entry=ist servers=\nTEST boot: PASS\n";
+        let times = [1, 2, 3, 4].map(Duration::from_millis);
+        assert_eq!(time_to_ready(serial, &times), Some(Duration::from_millis(3)));
+        assert_eq!(time_to_ready("a\nb\n", &times), None);
+    }
 
     #[test]
     fn scenario_is_read_from_the_kernel_cmdline() {

@@ -457,6 +457,10 @@ fn boot_matrix(opts: &Options, tally: &mut Tally) -> Result<()> {
     for case in &cases {
         let slot = results.len();
         let label = case.to_string();
+        if case.slow && !opts.slow {
+            results.push(Some(Report::Skip { label, reason: "slow tier (cargo xtask test --slow)".into() }));
+            continue;
+        }
         let machine = match machine_for(case, &offers) {
             Ok(machine) => machine,
             Err(reason) => {

@@ -21,6 +21,8 @@ pub enum Tool {
     Mtools,
     /// Debian's Bochs with its BIOS images (only when no `BOCHS` is given).
     Bochs,
+    /// `objcopy`, which strips the debug sections off the images on an ISO.
+    Binutils,
 }
 
 impl Tool {
@@ -32,6 +34,7 @@ impl Tool {
             Tool::Mtools => &["mtools"],
             // bochs-term satisfies bochs' GUI dependency without pulling in wxWidgets.
             Tool::Bochs => &["bochs", "bochs-term", "bochsbios", "vgabios"],
+            Tool::Binutils => &["binutils"],
         }
     }
 
@@ -61,6 +64,9 @@ impl Tool {
             Tool::Mtools => which("mformat")
                 .map(drop)
                 .ok_or_else(|| "mformat (mtools) is missing".into()),
+            Tool::Binutils => which("objcopy")
+                .map(drop)
+                .ok_or_else(|| "objcopy (binutils) is missing".into()),
             Tool::Bochs => {
                 which("bochs").ok_or("bochs is missing")?;
                 for file in [
