@@ -34,7 +34,10 @@ options (run and fuzz; --timeout also for compare):
                           (the IST twin); needs a FRED-capable Bochs
   --cpu MODEL             override the CPU model (QEMU -cpu / Bochs cpu: model=)
   --timeout SECS          stop the emulator after SECS seconds (0: never; default: 60 for QEMU TCG,
-                          120 for KVM, 240 for Bochs)
+                          120 for KVM, 240 for Bochs; none with --gdb)
+  --gdb [PORT]            run: QEMU's gdb stub on 127.0.0.1:PORT (default 1234), every CPU stopped
+                          before the firmware; prints the gdb command that loads the kernel's
+                          symbols and stops at its entry
 
 options (fuzz; also --cmdline, --entry and the run options above):
   --seed N                the generator's seed (default: a random one, printed)
@@ -59,6 +62,9 @@ environment:
                           else bochs on PATH)
   BOCHS_SHARE             its BIOS folder (default: <prefix>/share/bochs next to the binary)
 ";
+
+/// QEMU's (and gdb's) usual port for the gdb stub.
+pub const DEFAULT_GDB_PORT: u16 = 1234;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -112,6 +118,8 @@ pub struct Options {
     pub host_tests: bool,
     /// `test --slow`: also the slow tier (256 and 300 CPUs).
     pub slow: bool,
+    /// `run --gdb [PORT]`: QEMU's gdb stub on this port, the CPUs stopped at the reset vector.
+    pub gdb: Option<u16>,
     pub jobs: usize,
     /// `fuzz`: the seed and the number of calls; `None`: the defaults.
     pub seed: Option<u64>,
@@ -137,6 +145,7 @@ impl Options {
             filter: None,
             host_tests: true,
             slow: false,
+            gdb: None,
             jobs: 1,
             seed: None,
             count: None,
@@ -187,6 +196,7 @@ fn applies(option: &str, command: Command) -> bool {
         "--timeout" => matches!(command, Run | Compare | Fuzz | Bench),
         "--filter" => matches!(command, Test | Bench),
         "--no-host" | "--jobs" | "--slow" => command == Test,
+        "--gdb" => command == Run,
         "--check" => command == Bench,
         "--seed" | "--count" => command == Fuzz,
         _ => false,
@@ -219,7 +229,7 @@ fn number<T: std::str::FromStr>(option: &str, value: &str) -> Result<T, CliError
 
 /// Parses the arguments after `cargo xtask`.
 pub fn parse(args: &[String]) -> Result<Options, CliError> {
-    let mut args = args.iter();
+    let mut args = args.iter().peekable();
     let command = match args.next().map(String::as_str) {
         None | Some("-h" | "--help" | "help") => return Err(CliError::Help),
         Some("build") => Command::Build,
@@ -240,6 +250,21 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
             Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
             _ => (arg.as_str(), None),
         };
+        if name == "--gdb" {
+            if !applies(name, command) {
+                return bad(format!("--gdb does not apply to `{}`", command_name(command)));
+            }
+            // The port is optional: `--gdb`, `--gdb 1235`, `--gdb=1235`.
+            let value = inline_value.or_else(|| args.next_if(|a| a.parse::<u16>().is_ok()).cloned());
+            opts.gdb = Some(match value {
+                None => DEFAULT_GDB_PORT,
+                Some(v) => match v.parse::<u16>() {
+                    Ok(port) if port > 0 => port,
+                    _ => return bad(format!("--gdb takes a TCP port, got {v:?}")),
+                },
+            });
+            continue;
+        }
         let is_value = VALUE_OPTIONS.contains(&name);
         if !is_value && !FLAG_OPTIONS.contains(&name) {
             return bad(format!("unknown option {arg:?}"));
@@ -340,6 +365,9 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                 return bad("--fred needs --emulator bochs (QEMU's TCG does not emulate FRED)")
             }
         }
+    }
+    if opts.gdb.is_some() && opts.emulator == Some(EmulatorChoice::Bochs) {
+        return bad("--gdb is QEMU's gdb stub; Bochs has its own debugger (a Bochs built with it)");
     }
     if opts.emulator == Some(EmulatorChoice::Bochs) && opts.accel == Accel::Kvm {
         return bad("--accel kvm is a QEMU option; Bochs always interprets");
@@ -497,6 +525,20 @@ mod tests {
         assert_eq!(parse_str("bench").unwrap().check, None);
         assert!(error("bench --smp 2").contains("does not apply to `bench`"));
         assert!(error("run --check x").contains("does not apply to `run`"));
+    }
+
+    #[test]
+    fn gdb_takes_an_optional_port_and_only_qemu() {
+        assert_eq!(parse_str("run --gdb").unwrap().gdb, Some(DEFAULT_GDB_PORT));
+        assert_eq!(parse_str("run --gdb 1235 --smp 2").unwrap().gdb, Some(1235));
+        assert_eq!(parse_str("run --gdb=4321").unwrap().gdb, Some(4321));
+        // A following option is not taken for the port.
+        let opts = parse_str("run --gdb --smp 2").unwrap();
+        assert_eq!((opts.gdb, opts.smp), (Some(DEFAULT_GDB_PORT), 2));
+        assert!(error("run --gdb=0").contains("takes a TCP port"));
+        assert!(error("run --gdb=x").contains("takes a TCP port"));
+        assert!(error("test --gdb").contains("does not apply to `test`"));
+        assert!(error("run --emulator bochs --gdb").contains("Bochs has its own debugger"));
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub fn qemu_args(machine: &Machine, iso: &Path) -> Vec<String> {
     args
 }
 
+/// QEMU's gdb stub on `127.0.0.1:port` (not reachable from other machines), with every CPU
+/// stopped before the first firmware instruction until gdb says `continue`.
+pub fn gdb_args(port: u16) -> Vec<String> {
+    vec!["-gdb".into(), format!("tcp:127.0.0.1:{port}"), "-S".into()]
+}
+
 /// Whether /dev/kvm can be opened for reading and writing (what QEMU needs).
 pub fn kvm_accessible() -> std::result::Result<(), String> {
     std::fs::OpenOptions::new()
@@ -553,6 +559,11 @@ mod tests {
         let line = qemu_args(&m, Path::new("/x.iso")).join(" ");
         assert!(line.starts_with("-M q35 -cpu max -smp 255 -m 351M "), "{line}");
         assert!(!line.contains("iommu"), "{line}");
+    }
+
+    #[test]
+    fn gdb_stub_listens_on_localhost_only_with_the_cpus_stopped() {
+        assert_eq!(gdb_args(1234), ["-gdb", "tcp:127.0.0.1:1234", "-S"]);
     }
 
     #[test]

@@ -49,6 +49,14 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// The kernel's file name in the profile folder: each flavor keeps its own copy.
+    fn kernel_file(self) -> &'static str {
+        match self {
+            Flavor::Production => "kernel.production",
+            Flavor::Testing => "kernel.testing",
+        }
+    }
+
     /// Testing when the kernel command line asks for a scenario (`test=NAME`).
     pub fn for_cmdline(cmdline: &str) -> Flavor {
         match crate::run::scenario_in(cmdline) {
@@ -83,22 +91,31 @@ pub fn build_production_kernel() -> Result<PathBuf> {
     Ok(copy)
 }
 
+/// The kernel ELF (with its debug information) that an ISO of `flavor` carries, stripped.
+pub fn kernel_path(release: bool, flavor: Flavor) -> PathBuf {
+    profile_dir(release).join(flavor.kernel_file())
+}
+
+/// The ELF of the user program `name`, with its debug information.
+pub fn program_path(release: bool, name: &str) -> PathBuf {
+    profile_dir(release).join(name)
+}
+
 /// Builds the kernel, the modules the manifest names and (for the bridge path) the bridge.
 pub fn build(manifest: &Manifest, release: bool, with_bridge: bool, flavor: Flavor) -> Result<Images> {
     crate::tools::ensure_rust_target()?;
     let mut names: Vec<String> = Vec::new();
-    let kernel = match flavor {
+    match flavor {
         Flavor::Production => {
             step("building kernel...");
             cargo_build(release, &["-p", "kernel"], &[KERNEL_BIN], &[])?;
-            "kernel.production"
         }
         Flavor::Testing => {
             step("building kernel (with test scenarios)...");
             cargo_build(release, &["-p", "kernel"], &[KERNEL_BIN], &["testing"])?;
-            "kernel.testing"
         }
-    };
+    }
+    let kernel = flavor.kernel_file();
     // Both flavors build to the same path: keep each one's bytes apart, so a build of the
     // other flavor cannot change an ISO being made from this one.
     let kernel_copy = profile_dir(release).join(kernel);

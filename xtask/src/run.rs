@@ -7,10 +7,10 @@ use crate::images::{self, Flavor, Images};
 use crate::iso::{self, Loader};
 use crate::manifest::{self, Manifest};
 use crate::tools::{self, Tool};
-use crate::util::{root, step, tail, target_dir, Result};
+use crate::util::{root, step, tail, target_dir, which, Result};
 use boot_tests::matrix::{default_timeout, qemu_cpu_model, BOCHS_FRED_MODEL, BOCHS_IST_MODEL};
 use boot_tests::{Accel, Emulator, Expectation, Outcome, Verdict};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Lines of serial log shown when a boot times out or fails.
@@ -172,6 +172,8 @@ pub fn boot(opts: &Options) -> Result<Booted> {
     let timeout = match opts.timeout_secs {
         Some(0) => None,
         Some(secs) => Some(Duration::from_secs(secs)),
+        // A debugging session lasts as long as the person at gdb wants.
+        None if opts.gdb.is_some() => None,
         None => Some(default_timeout(emulator)),
     };
     let work_dir = target_dir().join("run").join(match emulator {
@@ -194,7 +196,24 @@ pub fn boot(opts: &Options) -> Result<Booted> {
         scenario: scenario.clone(),
         echo: true,
     };
-    let result = emulator::boot(&machine, &iso, &work_dir, &limits)?;
+    let mut qemu_extra = Vec::new();
+    if let Some(port) = opts.gdb {
+        qemu_extra.extend(emulator::gdb_args(port));
+        let flavor = if manifest.runs_scenario() { Flavor::Testing } else { Flavor::Production };
+        let kernel = images::kernel_path(opts.release, flavor);
+        step(format!("QEMU waits for gdb on 127.0.0.1:{port}, every CPU stopped; in another terminal:"));
+        println!("{}", gdb_command(&kernel, port));
+        step(format!(
+            "user programs: add-symbol-file {} (every program is linked at 0x400000: one at a time); \
+             the serial log goes on here and to {}",
+            images::program_path(opts.release, "NAME").display(),
+            work_dir.join("serial.log").display()
+        ));
+        if which("gdb").is_none() {
+            step("gdb is not installed: apt-get install -y gdb");
+        }
+    }
+    let result = emulator::boot_with(&machine, &iso, &work_dir, &limits, &qemu_extra)?;
     let elapsed = result.elapsed.as_secs_f64();
     if !result.serial.is_empty() && !result.serial.ends_with('\n') {
         // Keep our report off the kernel's last line.
@@ -261,6 +280,17 @@ pub fn boot(opts: &Options) -> Result<Booted> {
     })
 }
 
+/// The gdb command line that attaches to QEMU's stub on `port` with the symbols of `kernel`,
+/// and runs to the kernel's entry point. A hardware breakpoint, because at the reset vector the
+/// kernel is not loaded yet (a software breakpoint would be written into memory that the
+/// loader then overwrites, or that is not mapped).
+pub fn gdb_command(kernel: &Path, port: u16) -> String {
+    format!(
+        "gdb -q {} -ex 'target remote 127.0.0.1:{port}' -ex 'hbreak kernel_bsp_entry' -ex continue",
+        kernel.display()
+    )
+}
+
 /// When the READY line arrived, from the emulator's start (`line_times` has one entry per
 /// complete line of `serial`).
 pub fn time_to_ready(serial: &str, line_times: &[Duration]) -> Option<Duration> {
@@ -281,6 +311,16 @@ fn show_emulator_output(text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gdb_command_loads_the_kernel_symbols_and_stops_at_its_entry() {
+        let line = gdb_command(Path::new("/w/target/x86_64-unknown-none/release/kernel.production"), 1235);
+        assert_eq!(
+            line,
+            "gdb -q /w/target/x86_64-unknown-none/release/kernel.production -ex 'target remote 127.0.0.1:1235' \
+             -ex 'hbreak kernel_bsp_entry' -ex continue"
+        );
+    }
 
     #[test]
     fn time_to_ready_is_when_the_ready_line_arrived() {
