@@ -8,5 +8,5 @@
 pub mod matrix;
 pub mod verdict;
 
-pub use matrix::{Accel, Backend, BootPath, Case, Emulator, Requirement};
+pub use matrix::{Accel, Backend, BootPath, Case, Emulator, Firmware, Requirement};
 pub use verdict::{judge, Expectation, Outcome, Verdict};

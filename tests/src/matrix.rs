@@ -36,6 +36,15 @@ pub enum BootPath {
     Limine,
 }
 
+/// The firmware a QEMU machine starts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default: boots the bridge (GRUB) and Limine's BIOS loader.
+    Bios,
+    /// OVMF (Debian's `ovmf`): boots only Limine's UEFI loader; the bridge is BIOS-only.
+    Uefi,
+}
+
 /// Something the machine must offer before a case can run; a case whose requirement is not met
 /// is skipped with the reason, never failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -53,6 +62,8 @@ pub enum Requirement {
     DebuggerBochs,
     /// `LIMINE_DIR` (or `--limine`) names a Limine binary release.
     LimineRelease,
+    /// OVMF, the UEFI firmware for QEMU.
+    Ovmf,
 }
 
 /// One boot of the matrix.
@@ -77,6 +88,7 @@ pub struct Case {
     pub bochs_debugger: bool,
     /// Part of the slow tier: booted only by `cargo xtask test --slow` (minutes on two cores).
     pub slow: bool,
+    pub firmware: Firmware,
 }
 
 /// The kernel test scenarios every QEMU TCG configuration runs.
@@ -168,6 +180,10 @@ pub const FRED_PAIRED_SCENARIOS: &[(&str, u32)] = &[("nesting", 1), ("nesting_wa
 pub const FRED_OFF_SCENARIOS: &[(&str, u32)] = &[("syscall_gap", 1), ("syscall_gap_watch", 4)];
 /// CPU counts of the FRED on/off matrix.
 pub const FRED_SMP: &[u32] = &[1, 4];
+/// Through UEFI (OVMF and the genuine Limine's UEFI loader), with `LIMINE_DIR`: the kernel up,
+/// and user space with its servers. OVMF alone takes about 5 s under TCG.
+pub const UEFI_CASES: &[(&str, u32)] = &[("boot", 1), ("boot", 4), ("servers", 4)];
+pub const UEFI_TIMEOUT: Duration = Duration::from_secs(90);
 /// CPU counts of the QEMU TCG matrix.
 pub const TCG_SMP: &[u32] = &[1, 2, 4, 8];
 /// Many CPUs: `boot` (every CPU online, one entry area each) on QEMU TCG. 64 CPUs reach READY
@@ -228,6 +244,7 @@ impl Case {
             timeout: default_timeout(emulator),
             bochs_debugger: false,
             slow: false,
+            firmware: Firmware::Bios,
         }
     }
 
@@ -255,6 +272,9 @@ impl Case {
         }
         if self.boot_path == BootPath::Limine {
             needs.push(Requirement::LimineRelease);
+        }
+        if self.firmware == Firmware::Uefi {
+            needs.push(Requirement::Ovmf);
         }
         needs
     }
@@ -294,6 +314,9 @@ impl fmt::Display for Case {
         if self.boot_path == BootPath::Limine {
             write!(f, " limine")?;
         }
+        if self.firmware == Firmware::Uefi {
+            write!(f, " uefi")?;
+        }
         write!(f, " smp={} {}", self.smp, self.scenario)?;
         if !self.extra_cmdline.is_empty() {
             write!(f, " {}", self.extra_cmdline)?;
@@ -310,7 +333,8 @@ impl fmt::Display for Case {
 /// - `boot` on KVM at 4 CPUs, skipped unless xtask's KVM probe (a boot sector under TCG and
 ///   KVM, seconds, remembered per machine) finds KVM working and faster than TCG. Only `boot`:
 ///   KVM proves the kernel runs on a real CPU model and leaves the scenarios to TCG;
-/// - `boot` through a genuine Limine release at 4 CPUs (skipped without `LIMINE_DIR`);
+/// - `boot` through a genuine Limine release at 4 CPUs, and through UEFI (OVMF, Limine's UEFI
+///   loader) `boot` at 1 and 4 and `servers` at 4 (all skipped without `LIMINE_DIR`);
 /// - `boot`, `sysret` and the breakpoint scenarios' `_watch` forms on Bochs' Intel `tigerlake`
 ///   at 2 CPUs, the breakpoint scenarios themselves at 1 CPU, and at 2 CPUs on a Bochs built
 ///   with its debugger (Debian's): the IST backend on an Intel CPU model;
@@ -344,6 +368,14 @@ pub fn matrix() -> Vec<Case> {
         boot_path: BootPath::Limine,
         ..Case::new(Emulator::Qemu(Accel::Tcg), 4, "boot")
     });
+    for &(scenario, smp) in UEFI_CASES {
+        cases.push(Case {
+            boot_path: BootPath::Limine,
+            firmware: Firmware::Uefi,
+            timeout: UEFI_TIMEOUT,
+            ..Case::new(Emulator::Qemu(Accel::Tcg), smp, scenario)
+        });
+    }
     for &scenario in BOCHS_SCENARIOS {
         cases.push(Case::new(Emulator::Bochs, 2, scenario));
     }
@@ -497,15 +529,21 @@ mod tests {
     }
 
     #[test]
-    fn limine_case_needs_a_release() {
+    fn limine_cases_need_a_release_and_uefi_ones_ovmf_too() {
         let limine: Vec<Case> = matrix()
             .into_iter()
             .filter(|c| c.boot_path == BootPath::Limine)
             .collect();
-        assert_eq!(limine.len(), 1);
-        assert!(limine[0]
-            .requirements()
-            .contains(&Requirement::LimineRelease));
+        assert_eq!(limine.len(), 1 + UEFI_CASES.len());
+        assert!(limine.iter().all(|c| c.requirements().contains(&Requirement::LimineRelease)));
+        let uefi: Vec<&Case> = limine.iter().filter(|c| c.firmware == Firmware::Uefi).collect();
+        assert_eq!(uefi.len(), UEFI_CASES.len());
+        assert!(uefi.iter().all(|c| c.requirements().contains(&Requirement::Ovmf)));
+    }
+
+    #[test]
+    fn the_bridge_is_never_booted_through_uefi() {
+        assert!(matrix().iter().all(|c| c.firmware == Firmware::Bios || c.boot_path == BootPath::Limine));
     }
 
     #[test]
@@ -515,6 +553,7 @@ mod tests {
         assert!(labels.contains(&"qemu-tcg smp=4 boot".to_string()));
         assert!(labels.contains(&"bochs wildcat_lake fred=on smp=1 boot".to_string()));
         assert!(labels.contains(&"qemu-tcg limine smp=4 boot".to_string()));
+        assert!(labels.contains(&"qemu-tcg limine uefi smp=4 servers".to_string()));
     }
 
     #[test]

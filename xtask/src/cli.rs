@@ -1,6 +1,6 @@
 //! Command-line parsing: `cargo xtask <command> [options]`, by hand (a handful of options).
 
-use boot_tests::Accel;
+use boot_tests::{Accel, Firmware};
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
@@ -35,6 +35,9 @@ options (run and fuzz; --timeout also for compare):
   --cpu MODEL             override the CPU model (QEMU -cpu / Bochs cpu: model=)
   --timeout SECS          stop the emulator after SECS seconds (0: never; default: 60 for QEMU TCG,
                           120 for KVM, 240 for Bochs; none with --gdb)
+  --firmware bios|uefi    run: SeaBIOS (default) or OVMF (Debian's ovmf, installed like the other
+                          tools); UEFI needs a Limine release (--limine / LIMINE_DIR), the bridge
+                          boots from BIOS only
   --gdb [PORT]            run: QEMU's gdb stub on 127.0.0.1:PORT (default 1234), every CPU stopped
                           before the firmware; prints the gdb command that loads the kernel's
                           symbols and stops at its entry
@@ -120,6 +123,8 @@ pub struct Options {
     pub slow: bool,
     /// `run --gdb [PORT]`: QEMU's gdb stub on this port, the CPUs stopped at the reset vector.
     pub gdb: Option<u16>,
+    /// `run --firmware`: SeaBIOS (default) or OVMF.
+    pub firmware: Firmware,
     pub jobs: usize,
     /// `fuzz`: the seed and the number of calls; `None`: the defaults.
     pub seed: Option<u64>,
@@ -146,6 +151,7 @@ impl Options {
             host_tests: true,
             slow: false,
             gdb: None,
+            firmware: Firmware::Bios,
             jobs: 1,
             seed: None,
             count: None,
@@ -196,7 +202,7 @@ fn applies(option: &str, command: Command) -> bool {
         "--timeout" => matches!(command, Run | Compare | Fuzz | Bench),
         "--filter" => matches!(command, Test | Bench),
         "--no-host" | "--jobs" | "--slow" => command == Test,
-        "--gdb" => command == Run,
+        "--gdb" | "--firmware" => command == Run,
         "--check" => command == Bench,
         "--seed" | "--count" => command == Fuzz,
         _ => false,
@@ -218,6 +224,7 @@ const VALUE_OPTIONS: &[&str] = &[
     "--seed",
     "--count",
     "--check",
+    "--firmware",
 ];
 const FLAG_OPTIONS: &[&str] = &["--release", "--debug", "--no-host", "--slow"];
 
@@ -353,6 +360,13 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                 opts.count = Some(count);
             }
             "--check" => opts.check = Some(PathBuf::from(value)),
+            "--firmware" => {
+                opts.firmware = match value.as_str() {
+                    "bios" => Firmware::Bios,
+                    "uefi" => Firmware::Uefi,
+                    _ => return bad(format!("--firmware takes bios or uefi, got {value:?}")),
+                }
+            }
             _ => unreachable!("option table and match disagree on {name}"),
         }
     }
@@ -365,6 +379,9 @@ pub fn parse(args: &[String]) -> Result<Options, CliError> {
                 return bad("--fred needs --emulator bochs (QEMU's TCG does not emulate FRED)")
             }
         }
+    }
+    if opts.firmware == Firmware::Uefi && opts.emulator == Some(EmulatorChoice::Bochs) {
+        return bad("--firmware uefi is QEMU with OVMF; Bochs here boots from its BIOS");
     }
     if opts.gdb.is_some() && opts.emulator == Some(EmulatorChoice::Bochs) {
         return bad("--gdb is QEMU's gdb stub; Bochs has its own debugger (a Bochs built with it)");
@@ -525,6 +542,15 @@ mod tests {
         assert_eq!(parse_str("bench").unwrap().check, None);
         assert!(error("bench --smp 2").contains("does not apply to `bench`"));
         assert!(error("run --check x").contains("does not apply to `run`"));
+    }
+
+    #[test]
+    fn firmware_is_bios_by_default_and_uefi_only_on_qemu() {
+        assert_eq!(parse_str("run").unwrap().firmware, Firmware::Bios);
+        assert_eq!(parse_str("run --firmware uefi").unwrap().firmware, Firmware::Uefi);
+        assert!(error("run --firmware coreboot").contains("bios or uefi"));
+        assert!(error("run --emulator bochs --firmware uefi").contains("QEMU with OVMF"));
+        assert!(error("test --firmware uefi").contains("does not apply to `test`"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::bochs::{Bochs, BootMedium};
 use crate::util::Result;
-use boot_tests::{Accel, Emulator, Outcome};
+use boot_tests::{Accel, Emulator, Firmware, Outcome};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -113,6 +113,14 @@ pub fn qemu_args(machine: &Machine, iso: &Path) -> Vec<String> {
         args.extend(["-vga", "none"].map(String::from));
     }
     args
+}
+
+/// The firmware arguments: none for SeaBIOS (QEMU's default), OVMF as the BIOS image for UEFI.
+pub fn firmware_args(firmware: Firmware) -> Vec<String> {
+    match firmware {
+        Firmware::Bios => Vec::new(),
+        Firmware::Uefi => vec!["-bios".into(), crate::tools::OVMF_FD.into()],
+    }
 }
 
 /// QEMU's gdb stub on `127.0.0.1:port` (not reachable from other machines), with every CPU
@@ -559,6 +567,12 @@ mod tests {
         let line = qemu_args(&m, Path::new("/x.iso")).join(" ");
         assert!(line.starts_with("-M q35 -cpu max -smp 255 -m 351M "), "{line}");
         assert!(!line.contains("iommu"), "{line}");
+    }
+
+    #[test]
+    fn uefi_boots_with_debians_ovmf_and_bios_with_qemus_default() {
+        assert!(firmware_args(Firmware::Bios).is_empty());
+        assert_eq!(firmware_args(Firmware::Uefi), ["-bios", "/usr/share/ovmf/OVMF.fd"]);
     }
 
     #[test]

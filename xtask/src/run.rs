@@ -9,9 +9,13 @@ use crate::manifest::{self, Manifest};
 use crate::tools::{self, Tool};
 use crate::util::{root, step, tail, target_dir, which, Result};
 use boot_tests::matrix::{default_timeout, qemu_cpu_model, BOCHS_FRED_MODEL, BOCHS_IST_MODEL};
-use boot_tests::{Accel, Emulator, Expectation, Outcome, Verdict};
+use boot_tests::{Accel, Emulator, Expectation, Firmware, Outcome, Verdict};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why `--firmware uefi` does not boot the bridge, and what to do instead.
+pub const UEFI_NEEDS_LIMINE: &str = "--firmware uefi boots a genuine Limine ISO: set LIMINE_DIR (or --limine DIR) to a \
+     Limine >= 8 binary release; the bridge is a Multiboot2 image GRUB loads from BIOS only";
 
 /// Lines of serial log shown when a boot times out or fails.
 pub const LOG_TAIL_LINES: usize = 30;
@@ -112,9 +116,15 @@ pub fn boot(opts: &Options) -> Result<Booted> {
         EmulatorChoice::Qemu => Emulator::Qemu(opts.accel),
         EmulatorChoice::Bochs => Emulator::Bochs,
     };
+    if opts.firmware == Firmware::Uefi && loader == Loader::Bridge {
+        return Err(UEFI_NEEDS_LIMINE.into());
+    }
     let mut needed = iso_tools(&loader);
     if let Emulator::Qemu(_) = emulator {
         needed.push(Tool::Qemu);
+    }
+    if opts.firmware == Firmware::Uefi {
+        needed.push(Tool::Ovmf);
     }
     tools::ensure(&needed)?;
     let machine = match emulator {
@@ -196,7 +206,7 @@ pub fn boot(opts: &Options) -> Result<Booted> {
         scenario: scenario.clone(),
         echo: true,
     };
-    let mut qemu_extra = Vec::new();
+    let mut qemu_extra = emulator::firmware_args(opts.firmware);
     if let Some(port) = opts.gdb {
         qemu_extra.extend(emulator::gdb_args(port));
         let flavor = if manifest.runs_scenario() { Flavor::Testing } else { Flavor::Production };

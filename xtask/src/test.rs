@@ -249,7 +249,7 @@ fn boot_case(shared: &Shared, job: &Job) -> (Verdict, String, Duration) {
         scenario: Some(job.case.scenario.to_string()),
         echo: false,
     };
-    match emulator::boot(&job.machine, &job.iso, &work_dir, &limits) {
+    match emulator::boot_with(&job.machine, &job.iso, &work_dir, &limits, &emulator::firmware_args(job.case.firmware)) {
         Err(why) => (Verdict::Fail(why), String::new(), Duration::ZERO),
         Ok(result) => {
             let verdict = boot_tests::judge(
@@ -305,6 +305,7 @@ struct Offers {
     debugger_bochs: std::result::Result<Bochs, String>,
     limine: std::result::Result<PathBuf, String>,
     kvm: std::result::Result<(), String>,
+    ovmf: std::result::Result<(), String>,
 }
 
 fn survey(opts: &Options, cases: &[Case]) -> Offers {
@@ -343,12 +344,19 @@ fn survey(opts: &Options, cases: &[Case]) -> Offers {
     } else {
         Ok(())
     };
+    // UEFI cases boot a Limine release: without one they are skipped for that, OVMF or not.
+    let ovmf = if needs(Requirement::Ovmf) && limine.is_ok() {
+        tools::ensure(&[Tool::Ovmf])
+    } else {
+        Err("not needed".into())
+    };
     Offers {
         bochs,
         fred_bochs,
         debugger_bochs,
         limine,
         kvm,
+        ovmf,
     }
 }
 
@@ -388,6 +396,7 @@ fn machine_for(case: &Case, offers: &Offers) -> std::result::Result<Machine, Str
             Requirement::LimineRelease => {
                 offers.limine.clone()?;
             }
+            Requirement::Ovmf => offers.ovmf.clone().map_err(|why| format!("no OVMF: {why}"))?,
         }
     }
     if let Some(found) = &bochs {
@@ -550,6 +559,7 @@ mod tests {
             debugger_bochs: Err("none".into()),
             limine: Err("LIMINE_DIR is not set".into()),
             kvm: Err("no".into()),
+            ovmf: Err("not needed".into()),
         };
         let fred_case = matrix()
             .into_iter()
@@ -563,6 +573,8 @@ mod tests {
         assert!(machine_for(&limine_case, &offers)
             .unwrap_err()
             .contains("LIMINE_DIR"));
+        let uefi_case = matrix().into_iter().find(|c| c.firmware == boot_tests::Firmware::Uefi).unwrap();
+        assert!(machine_for(&uefi_case, &offers).unwrap_err().contains("LIMINE_DIR"));
         let debugger_case = matrix().into_iter().find(|c| c.bochs_debugger).unwrap();
         assert!(machine_for(&debugger_case, &offers)
             .unwrap_err()

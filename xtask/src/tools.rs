@@ -23,7 +23,13 @@ pub enum Tool {
     Bochs,
     /// `objcopy`, which strips the debug sections off the images on an ISO.
     Binutils,
+    /// OVMF, QEMU's UEFI firmware ([`OVMF_FD`]).
+    Ovmf,
 }
+
+/// Debian's OVMF image for `qemu -bios` (package `ovmf`): code and variables in one, without
+/// Secure Boot; the variables live only as long as the machine.
+pub const OVMF_FD: &str = "/usr/share/ovmf/OVMF.fd";
 
 impl Tool {
     fn packages(self) -> &'static [&'static str] {
@@ -35,6 +41,7 @@ impl Tool {
             // bochs-term satisfies bochs' GUI dependency without pulling in wxWidgets.
             Tool::Bochs => &["bochs", "bochs-term", "bochsbios", "vgabios"],
             Tool::Binutils => &["binutils"],
+            Tool::Ovmf => &["ovmf"],
         }
     }
 
@@ -67,6 +74,10 @@ impl Tool {
             Tool::Binutils => which("objcopy")
                 .map(drop)
                 .ok_or_else(|| "objcopy (binutils) is missing".into()),
+            Tool::Ovmf => match Path::new(OVMF_FD).is_file() {
+                true => Ok(()),
+                false => Err(format!("OVMF ({OVMF_FD}) is missing")),
+            },
             Tool::Bochs => {
                 which("bochs").ok_or("bochs is missing")?;
                 for file in [
@@ -345,6 +356,12 @@ mod tests {
             add_backports_suite("Suites: bookworm-security\n", "bookworm"),
             None
         );
+    }
+
+    #[test]
+    fn ovmf_is_installed_from_debians_ovmf_package() {
+        let commands = install_commands(&[Tool::Ovmf], "bookworm");
+        assert_eq!(commands, ["apt-get update", "apt-get install -y --no-install-recommends ovmf"]);
     }
 
     #[test]
