@@ -33,11 +33,11 @@ mod bsp {
     #[no_mangle]
     extern "C" fn kernel_bsp_entry() -> ! {
         smp::boot_clock::stamp(&smp::boot_clock::KERNEL_ENTRY);
+        klog::init();
         // Out of the bootloader's spin loops before anything else: a spinning AP is a host
         // thread that never sleeps under an emulator (see `ap_park`).
         let (bsp_lapic_id, _, mp_cpus) = boot::mp().unwrap_or((0, false, &[]));
         let parked = smp::park_aps(mp_cpus, bsp_lapic_id);
-        klog::init();
         let info = BootInfo::from_bootloader().unwrap_or_else(|e| panic!("cannot boot: {e}"));
         log::info!(
             "booted by {} {} (Limine base revision {}), command line {:?}; {parked} APs parked",
