@@ -51,7 +51,7 @@ pub const EVENTS: &[(&str, &str)] = &[
     ),
 ];
 
-/// One `BENCH <name> n=.. median=.. min=.. max=.. base=..` line.
+/// One `BENCH <name> n=.. median=.. p10=.. p90=.. min=.. max=.. base=..` line, as the comparison uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Measurement {
     pub name: String,
@@ -66,49 +66,12 @@ pub struct Measurement {
 /// Reads the `BENCH` lines of a serial log (whatever prefix the kernel's logger put before
 /// them). The log must end its measurements with `BENCH done`.
 pub fn parse_log(serial: &str) -> std::result::Result<Vec<Measurement>, String> {
-    let mut out = Vec::new();
-    let mut done = false;
-    for line in serial.lines() {
-        let Some(at) = line.find("BENCH ") else {
-            continue;
-        };
-        let rest = line[at + "BENCH ".len()..].trim();
-        if rest == "done" {
-            done = true;
-            continue;
-        }
-        let mut words = rest.split_whitespace();
-        let name = words
-            .next()
-            .ok_or_else(|| format!("BENCH line without a name: {line:?}"))?;
-        let field = |key: &str| -> std::result::Result<i64, String> {
-            rest.split_whitespace()
-                .filter_map(|w| w.split_once('='))
-                .find(|(k, _)| *k == key)
-                .ok_or_else(|| format!("BENCH {name}: no {key}= in {line:?}"))?
-                .1
-                .parse::<i64>()
-                .map_err(|e| format!("BENCH {name}: {key}: {e} in {line:?}"))
-        };
-        let m = Measurement {
-            name: name.to_string(),
-            n: field("n")?
-                .try_into()
-                .map_err(|_| format!("BENCH {name}: negative n"))?,
-            median: field("median")?,
-            min: field("min")?,
-            max: field("max")?,
-            base: field("base")?,
-        };
-        if out.iter().any(|o: &Measurement| o.name == m.name) {
-            return Err(format!("BENCH {name} appears twice"));
-        }
-        out.push(m);
-    }
-    if !done {
-        return Err("the log has no `BENCH done` line: the bench program did not finish".into());
-    }
-    Ok(out)
+    // One parser for both views: the bench report's (which also reads p10 and p90).
+    let figures = crate::report::parse_log(serial)?;
+    Ok(figures
+        .into_iter()
+        .map(|f| Measurement { name: f.name, n: f.n, median: f.median, min: f.min, max: f.max, base: f.base })
+        .collect())
 }
 
 /// The FRED/IST ratio of two medians, as the table prints it.
@@ -346,7 +309,7 @@ mod tests {
         for (k, (name, _)) in EVENTS.iter().enumerate() {
             let k = k as i64;
             s.push_str(&format!(
-                "[cpu 0] INFO  bench: BENCH {name} n=100 median={} min={} max={} base=5\n",
+                "[cpu 0] INFO  bench: BENCH {name} n=100 median={} p10=1 p90=1 min={} max={} base=5\n",
                 100 + k,
                 90 + k,
                 300 + k
@@ -380,11 +343,11 @@ mod tests {
 
     #[test]
     fn malformed_and_repeated_lines_are_refused() {
-        let bad = "BENCH int3 n=1 median=x min=1 max=1 base=0\nBENCH done\n";
+        let bad = "BENCH int3 n=1 median=x p10=1 p90=1 min=1 max=1 base=0\nBENCH done\n";
         assert!(parse_log(bad).unwrap_err().contains("median"));
-        let missing = "BENCH int3 n=1 median=1 max=1 base=0\nBENCH done\n";
+        let missing = "BENCH int3 n=1 median=1 p10=1 p90=1 max=1 base=0\nBENCH done\n";
         assert!(parse_log(missing).unwrap_err().contains("no min="));
-        let twice = "BENCH int3 n=1 median=1 min=1 max=1 base=0\nBENCH int3 n=1 median=1 min=1 max=1 base=0\nBENCH done\n";
+        let twice = "BENCH int3 n=1 median=1 p10=1 p90=1 min=1 max=1 base=0\nBENCH int3 n=1 median=1 p10=1 p90=1 min=1 max=1 base=0\nBENCH done\n";
         assert!(parse_log(twice).unwrap_err().contains("twice"));
     }
 
