@@ -291,13 +291,16 @@ pub const ROWS: &[Row] = &[
         false,
         true,
     ),
+    // Not checked: with two CPUs sharing the emulated clock, this count moved by 1.2 % between
+    // two runs of one commit on Bochs (22.29 M, then 22.55 M), beyond any tolerance that would
+    // still catch a regression of the single-CPU figures.
     row(
         "boot_ready",
         2,
         "boot: kernel entry to READY, 2 CPUs",
         0,
         false,
-        true,
+        false,
     ),
     row(
         "boot_firmware",
