@@ -212,6 +212,8 @@ core::arch::global_asm!(
     ".balign 4096, 0xcc",
     ".global bench_floor_fred_user",
     "bench_floor_fred_user:",
+    // As in fred_entry_user: Bochs' FRED delivery leaves its interrupt mask open until a CLI.
+    "    cli",
     "    push rax",
     // Above RAX: error code, RIP, CS, RFLAGS, RSP, SS (+ event type and vector).
     "    mov rax, qword ptr [rsp + 48]",
@@ -230,6 +232,7 @@ core::arch::global_asm!(
     ".balign 256, 0xcc",
     ".global bench_floor_fred_kernel",
     "bench_floor_fred_kernel:",
+    "    cli",
     "    jmp qword ptr [rip + {next_kernel}]",
     ".popsection",
     rip = sym FLOOR_RIP,
