@@ -1,5 +1,6 @@
 //! Memory management: physical frames, the kernel heap, kernel virtual-address regions.
 
+pub mod budget;
 pub mod frame;
 pub mod memmap;
 pub mod regions;
