@@ -67,7 +67,7 @@ mod bsp {
         kernel::syscall::uaccess::init(features.smap);
         phys::init(&info);
         paging::init(&info);
-        heap::init();
+        heap::init(phys::usable_bytes());
         for m in info.modules {
             log::info!("module {:?} ({} bytes) {:?}", m.path(), m.size(), m.string());
         }
@@ -145,7 +145,7 @@ mod bsp {
             t => cmd.scenario_words().fold(alloc::format!("{} test={t}", boot::module_cmdline("init")), |a, w| a + " " + w),
         };
         let caps = kernel::syscall::ipc::init_caps();
-        match kernel::sched::Process::spawn_with("init", image, &arg, caps, None) {
+        match kernel::sched::Process::spawn_with("init", image, &arg, caps, None, kernel::mm::account::root().clone()) {
             Ok(p) => kernel::syscall::ipc::set_init_process(p),
             Err(e) => {
                 log::error!("cannot start init: {e}");

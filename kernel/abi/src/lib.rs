@@ -159,6 +159,14 @@ pub mod syscall {
     pub const THREAD_CAP: u64 = 54;
     /// `thread_wait(t)`: blocks until the thread a thread capability names has ended.
     pub const THREAD_WAIT: u64 = 55;
+    /// `memory_info(p, out: *mut ipc::MemoryInfo)`: the memory budget of process `p` (a
+    /// process handle with CONTROL, or `ipc::NO_CAP` for the caller's own) and the kernel's
+    /// totals.
+    pub const MEMORY_INFO: u64 = 56;
+    /// `budget_revoke(p)`: process `p` (a handle with CONTROL to a process whose budget the
+    /// caller carved out of its own) gets `NoMemory` for everything from now on; what it does
+    /// not use returns to the caller now, the rest as it frees it or ends.
+    pub const BUDGET_REVOKE: u64 = 57;
 
     // ---- Benchmark calls (40..=49): the `bench` program's view of the entry paths. They are
     // answered before the dispatcher looks up the calling thread (see kernel/src/testing/bench.rs; only test builds answer them).
@@ -484,6 +492,42 @@ pub mod ipc {
         /// A notification (SIGNAL right) and bits to signal when the process ends, or 0.
         pub exit_notify: u64,
         pub exit_bits: u64,
+        /// Bytes of memory budget to carve out of the caller's for the new process, or 0 for
+        /// [`DEFAULT_BUDGET`]. Everything the process (and what it starts) makes the kernel
+        /// hold is charged to it; it all returns to the caller when the process has ended.
+        pub budget: u64,
+    }
+
+    /// The budget `spawn` gives when `SpawnArgs::budget` is 0.
+    pub const DEFAULT_BUDGET: u64 = 4 * 1024 * 1024;
+
+    /// What `memory_info` reports: a process's budget, in bytes and objects, and the
+    /// kernel's totals at the same moment.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct MemoryInfo {
+        pub pid: u64,
+        pub limit: u64,
+        pub used: u64,
+        pub peak: u64,
+        /// 1 once revoked or closed: every charge fails.
+        pub closed: u64,
+        /// Live objects charged: frames (pages and page tables), threads, endpoints,
+        /// notifications, the process's own tables (1), budgets carved out for children.
+        pub frames: u64,
+        pub threads: u64,
+        pub endpoints: u64,
+        pub notifications: u64,
+        pub tables: u64,
+        pub grants: u64,
+        /// Bytes handed to children (part of `used`).
+        pub granted: u64,
+        /// The kernel: free frames, frames it keeps for reuse (pooled kernel stacks, heap
+        /// grown beyond its start), heap bytes in use and mapped.
+        pub free_frames: u64,
+        pub cached_frames: u64,
+        pub heap_used: u64,
+        pub heap_mapped: u64,
     }
 }
 

@@ -143,7 +143,7 @@ impl<T: Clone> CapTable<T> {
             slot.cap = Some(cap);
             return Ok(handle(i, slot.generation));
         }
-        if self.slots.len() >= SLOTS {
+        if self.slots.len() >= SLOTS || self.slots.try_reserve(1).is_err() {
             return Err(CapError::Full);
         }
         self.slots.push(Slot { generation: 1, cap: Some(cap) });

@@ -30,11 +30,13 @@ pub struct Sender {
 pub struct Endpoint {
     pub owner_pid: u64,
     queue: Mutex<Rendezvous<Sender, Arc<Thread>>>,
+    /// What it costs its creator's budget, given back when it is freed.
+    _charge: crate::mm::budget::Charge,
 }
 
 impl Endpoint {
-    pub fn new(owner_pid: u64) -> Arc<Self> {
-        Arc::new(Self { owner_pid, queue: Mutex::new(Rendezvous::new()) })
+    pub fn new(owner_pid: u64, charge: crate::mm::budget::Charge) -> Arc<Self> {
+        Arc::new(Self { owner_pid, queue: Mutex::new(Rendezvous::new()), _charge: charge })
     }
 
     /// Closes the endpoint: waiting senders and receivers get `PeerDied`.

@@ -17,11 +17,13 @@ pub struct Notification {
     bits: AtomicU64,
     /// The one thread blocked in `wait` (interrupt-safe lock).
     waiter: Mutex<Option<Arc<Thread>>>,
+    /// What it costs its creator's budget (`None`: the kernel's own), given back when freed.
+    _charge: Option<crate::mm::budget::Charge>,
 }
 
 impl Notification {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self { bits: AtomicU64::new(0), waiter: Mutex::new(None) })
+    pub fn new(charge: Option<crate::mm::budget::Charge>) -> Arc<Self> {
+        Arc::new(Self { bits: AtomicU64::new(0), waiter: Mutex::new(None), _charge: charge })
     }
 
     /// Sets `bits` and wakes the waiter. Safe in interrupt context.
@@ -115,7 +117,10 @@ pub fn timer_after(ticks: u64, n: Arc<Notification>, bits: u64) {
     without_interrupts(|| {
         let mut timers = TIMERS.lock();
         timers.retain(|(_, m, _)| m.strong_count() > 0 && !core::ptr::eq(m.as_ptr(), Arc::as_ptr(&n)));
-        timers.push((deadline, Arc::downgrade(&n), bits));
+        // One timer per notification at most: bounded by the notifications budgets paid for.
+        if timers.try_reserve(1).is_ok() {
+            timers.push((deadline, Arc::downgrade(&n), bits));
+        }
         TIMERS_ARMED.store(true, Ordering::Release);
     });
 }

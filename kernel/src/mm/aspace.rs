@@ -7,7 +7,10 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
-use super::phys::{self, PageTableFrames};
+use alloc::sync::Arc;
+
+use super::budget::{self as account_budget, Kind};
+use super::phys;
 use super::unmap_walk::{self, Budget, Entry, Freed, Progress};
 use crate::arch::x86_64::paging::{self, MapError};
 use abi::layout::USER_END;
@@ -34,8 +37,33 @@ impl UserAccess {
     }
 }
 
+/// An address space pays for every frame it holds (pages and page tables, the PML4 included)
+/// from its budget.
 pub struct AddressSpace {
     pml4: u64,
+    budget: Arc<account_budget::Budget>,
+}
+
+/// Frames for page tables, charged to a budget (the `x86_64` crate's mapper asks for them).
+struct ChargedFrames<'a>(&'a account_budget::Budget);
+
+/// One zeroed frame charged to `budget`, or `None` (nothing charged) at its limit or when
+/// no frame is free.
+fn charged_frame(budget: &account_budget::Budget) -> Option<u64> {
+    budget.charge(Kind::Frames, 4096).ok()?;
+    let frame = phys::alloc_zeroed();
+    if frame.is_none() {
+        budget.release(Kind::Frames, 4096);
+    }
+    frame
+}
+
+// SAFETY: `charged_frame` returns each free frame at most once, zeroed as a new page table
+// must be.
+unsafe impl x86_64::structures::paging::FrameAllocator<Size4KiB> for ChargedFrames<'_> {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        charged_frame(self.0).map(|a| PhysFrame::containing_address(PhysAddr::new(a)))
+    }
 }
 
 /// `[start, start+len)` is page-aligned, non-empty and inside the user half.
@@ -44,10 +72,17 @@ pub fn user_range_ok(start: u64, len: u64) -> bool {
 }
 
 impl AddressSpace {
-    pub fn new() -> Result<Self, MapError> {
-        let pml4 = phys::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
+    pub fn new(budget: Arc<account_budget::Budget>) -> Result<Self, MapError> {
+        let pml4 = charged_frame(&budget).ok_or(MapError::OutOfMemory)?;
         paging::share_kernel_half(pml4);
-        Ok(Self { pml4 })
+        Ok(Self { pml4, budget })
+    }
+
+    /// Frees `frame`, a page or page table this space no longer maps (after the TLB
+    /// shootdown), and gives its charge back.
+    pub fn free_frame(&self, frame: u64) {
+        phys::free(frame);
+        self.budget.release(Kind::Frames, 4096);
     }
 
     pub fn pml4(&self) -> u64 {
@@ -63,18 +98,20 @@ impl AddressSpace {
     /// Maps fresh zeroed pages over `[virt, virt+len)`, which must be unmapped.
     pub fn map_fresh(&mut self, virt: u64, len: u64, access: UserAccess) -> Result<(), MapError> {
         assert!(user_range_ok(virt, len), "map_fresh({virt:#x}, {len:#x}) outside user space");
+        let budget = self.budget.clone();
         let mut w = self.walker();
         for off in (0..len).step_by(4096) {
-            let frame = phys::alloc_zeroed().ok_or(MapError::OutOfMemory)?;
+            let frame = charged_frame(&budget).ok_or(MapError::OutOfMemory)?;
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
             let parents = F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE;
             // SAFETY: a fresh frame owned by this mapping alone, in the user half.
             match unsafe {
-                w.map_to_with_table_flags(page, PhysFrame::containing_address(PhysAddr::new(frame)), access.flags(), parents, &mut PageTableFrames)
+                w.map_to_with_table_flags(page, PhysFrame::containing_address(PhysAddr::new(frame)), access.flags(), parents, &mut ChargedFrames(&budget))
             } {
                 Ok(flush) => flush.ignore(), // a new mapping: nothing stale to flush
                 Err(e) => {
                     phys::free(frame);
+                    budget.release(Kind::Frames, 4096);
                     return Err(e.into());
                 }
             }
@@ -175,28 +212,45 @@ impl unmap_walk::Tables for HhdmTables {
     }
 }
 
-impl Drop for AddressSpace {
-    /// Frees every user page and every page table of the lower half, then the PML4. Only called
-    /// once no CPU can have this space loaded (see `sched`).
-    fn drop(&mut self) {
-        fn free_level(table_phys: u64, level: u8) {
+impl AddressSpace {
+    /// Frees every user page and every page table of the lower half, then the PML4, giving
+    /// their charges back; the space is empty afterwards. Only called once no CPU can have
+    /// this space loaded (see `sched`): no TLB can hold its translations.
+    pub fn teardown(&mut self) {
+        fn free_level(table_phys: u64, level: u8, freed: &mut u64) {
             // SAFETY: a page table of this address space's lower half, reachable by HHDM and no
             // longer used by any CPU.
             let table = unsafe { &*(phys::to_virt(table_phys) as *const PageTable) };
             for e in table.iter().filter(|e| e.flags().contains(F::PRESENT)) {
                 let child = e.addr().as_u64();
                 if level > 1 && !e.flags().contains(F::HUGE_PAGE) {
-                    free_level(child, level - 1);
+                    free_level(child, level - 1, freed);
                 }
                 phys::free(child);
+                *freed += 1;
             }
         }
+        if self.pml4 == 0 {
+            return;
+        }
+        let mut freed = 0;
         // SAFETY: as above, for the root.
-        let root = unsafe { &*(phys::to_virt(self.pml4) as *const PageTable) };
-        for e in root.iter().take(256).filter(|e| e.flags().contains(F::PRESENT)) {
-            free_level(e.addr().as_u64(), 3);
+        let root = unsafe { &mut *(phys::to_virt(self.pml4) as *mut PageTable) };
+        for e in root.iter_mut().take(256).filter(|e| e.flags().contains(F::PRESENT)) {
+            free_level(e.addr().as_u64(), 3, &mut freed);
             phys::free(e.addr().as_u64());
+            freed += 1;
+            e.set_unused();
         }
         phys::free(self.pml4);
+        freed += 1;
+        self.pml4 = 0;
+        self.budget.release_n(Kind::Frames, freed, 4096);
+    }
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        self.teardown();
     }
 }

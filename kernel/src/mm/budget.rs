@@ -89,12 +89,18 @@ impl Budget {
     /// Gives back what one object of `kind` was charged. A closed budget passes it on to its
     /// parent (its limit shrinks with its use).
     pub fn release(&self, kind: Kind, bytes: u64) {
+        self.release_n(kind, 1, bytes);
+    }
+
+    /// Gives back `n` objects of `kind` of `each` bytes (pages freed together).
+    pub fn release_n(&self, kind: Kind, n: u64, each: u64) {
+        let bytes = n * each;
         let pass_on = {
             let mut u = self.inner.lock();
-            assert!(u.bytes[kind as usize] >= bytes && u.objects[kind as usize] > 0, "budget released more than it was charged");
+            assert!(u.bytes[kind as usize] >= bytes && u.objects[kind as usize] >= n, "budget released more than it was charged");
             u.used -= bytes;
             u.bytes[kind as usize] -= bytes;
-            u.objects[kind as usize] -= 1;
+            u.objects[kind as usize] -= n;
             if u.closed {
                 u.limit -= bytes;
                 bytes

@@ -1,36 +1,106 @@
-//! The kernel heap: a linked-list allocator over a fixed, eagerly mapped region.
+//! The kernel heap: a linked-list allocator over a region that starts at 8 MiB, eagerly
+//! mapped, and grows by whole chunks of fresh frames when an allocation does not fit, up to a
+//! ceiling (an eighth of usable memory, at least 8 MiB more) that is part of the kernel's
+//! reserve (`mm::reserve`). What a process makes the kernel allocate is charged to its budget
+//! (`mm::budget`), so the heap's growth is bounded by what the budgets allow plus the reserve.
 
-use linked_list_allocator::LockedHeap;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+use linked_list_allocator::Heap;
+use spin::Mutex;
 
 use super::kvm::HEAP_BASE;
 use crate::arch::x86_64::paging::{self, Mapping};
 
-pub const HEAP_SIZE: u64 = 8 * 1024 * 1024;
+pub const HEAP_INITIAL: u64 = 8 * 1024 * 1024;
+/// The heap grows by at least this much at a time.
+const GROW_CHUNK: u64 = 1024 * 1024;
+
+/// Bytes the heap may grow beyond `HEAP_INITIAL` (set once at `init`).
+static GROWTH_CEILING: AtomicU64 = AtomicU64::new(0);
 
 /// The heap lock is taken with interrupts off, so an interrupt handler that allocates (a run
 /// queue growing in the timer's wake-ups) cannot deadlock against the code it interrupted.
 /// NMI, #MC and #DB handlers must still never allocate.
-struct IrqSafeHeap(LockedHeap);
+struct GrowingHeap {
+    heap: Mutex<Heap>,
+    /// Bytes mapped (initial plus growth), for reports.
+    mapped: AtomicU64,
+}
 
-// SAFETY: forwards to `LockedHeap`, which is a correct allocator; only interrupt masking is
-// added around it.
-unsafe impl core::alloc::GlobalAlloc for IrqSafeHeap {
-    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
-        // SAFETY: the caller upholds GlobalAlloc's contract, passed through unchanged.
-        x86_64::instructions::interrupts::without_interrupts(|| unsafe { self.0.alloc(layout) })
+impl GrowingHeap {
+    /// Maps up to `want` bytes after the heap's top and hands them to the allocator; false if
+    /// not a page could be added (the ceiling, or no free frame).
+    fn grow(&self, heap: &mut Heap, want: u64) -> bool {
+        let mapped = self.mapped.load(Ordering::Relaxed);
+        let room = (HEAP_INITIAL + GROWTH_CEILING.load(Ordering::Relaxed)).saturating_sub(mapped);
+        let want = want.max(GROW_CHUNK).next_multiple_of(4096).min(room);
+        let mut added = 0;
+        // Page by page, so that running out of frames half way still adds what was mapped.
+        while added < want && paging::map_fresh(HEAP_BASE + mapped + added, 4096, Mapping::KernelData).is_ok() {
+            added += 4096;
+        }
+        if added == 0 {
+            return false;
+        }
+        // SAFETY: `[top, top + added)` was just mapped, writable, directly after the heap's
+        // current end (the heap always ends at HEAP_BASE + mapped), and belongs to nothing else.
+        unsafe { heap.extend(added as usize) };
+        self.mapped.store(mapped + added, Ordering::Relaxed);
+        true
     }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
-        // SAFETY: as above.
-        x86_64::instructions::interrupts::without_interrupts(|| unsafe { self.0.dealloc(ptr, layout) })
+}
+
+// SAFETY: `Heap` hands out each byte of its region at most once and takes back only what it
+// handed out; the region (initial and grown) stays mapped for the kernel's lifetime. The
+// lock and interrupt masking make it usable from every CPU and from interrupt handlers.
+unsafe impl GlobalAlloc for GrowingHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            let mut heap = self.heap.lock();
+            loop {
+                if let Ok(p) = heap.allocate_first_fit(layout) {
+                    return p.as_ptr();
+                }
+                // Enough for the block, its alignment and the allocator's bookkeeping.
+                let want = layout.size() as u64 + layout.align() as u64 + 64;
+                if !self.grow(&mut heap, want) {
+                    return core::ptr::null_mut();
+                }
+            }
+        })
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            // SAFETY: `ptr` came from `alloc` with the same layout (GlobalAlloc's contract),
+            // so it is non-null and the heap's own.
+            unsafe { self.heap.lock().deallocate(NonNull::new_unchecked(ptr), layout) }
+        })
     }
 }
 
 #[global_allocator]
-static HEAP: IrqSafeHeap = IrqSafeHeap(LockedHeap::empty());
+static HEAP: GrowingHeap = GrowingHeap { heap: Mutex::new(Heap::empty()), mapped: AtomicU64::new(0) };
 
-pub fn init() {
-    paging::map_fresh(HEAP_BASE, HEAP_SIZE, Mapping::KernelData).expect("cannot map the kernel heap");
+/// How far the heap may grow beyond its initial size, given `usable` bytes of RAM.
+pub const fn growth_ceiling(usable: u64) -> u64 {
+    let eighth = (usable / 8).next_multiple_of(GROW_CHUNK);
+    if eighth > HEAP_INITIAL { eighth } else { HEAP_INITIAL }
+}
+
+pub fn init(usable: u64) {
+    paging::map_fresh(HEAP_BASE, HEAP_INITIAL, Mapping::KernelData).expect("cannot map the kernel heap");
+    GROWTH_CEILING.store(growth_ceiling(usable), Ordering::Relaxed);
     // SAFETY: the region was just mapped, writable, and belongs to nothing else.
-    unsafe { HEAP.0.lock().init(HEAP_BASE as *mut u8, HEAP_SIZE as usize) };
-    log::info!("{} KiB at {HEAP_BASE:#x}", HEAP_SIZE / 1024);
+    unsafe { HEAP.heap.lock().init(HEAP_BASE as *mut u8, HEAP_INITIAL as usize) };
+    HEAP.mapped.store(HEAP_INITIAL, Ordering::Relaxed);
+    log::info!("{} KiB at {HEAP_BASE:#x}, may grow by {} MiB", HEAP_INITIAL / 1024, growth_ceiling(usable) >> 20);
+}
+
+/// `(bytes in use, bytes mapped)`.
+pub fn usage() -> (u64, u64) {
+    let used = x86_64::instructions::interrupts::without_interrupts(|| HEAP.heap.lock().used() as u64);
+    (used, HEAP.mapped.load(Ordering::Relaxed))
 }

@@ -7,6 +7,8 @@ pub mod regions;
 pub mod unmap_walk;
 
 #[cfg(target_os = "none")]
+pub mod account;
+#[cfg(target_os = "none")]
 pub mod aspace;
 #[cfg(target_os = "none")]
 pub mod heap;

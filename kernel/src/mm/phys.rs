@@ -9,6 +9,7 @@ use crate::boot::{BootInfo, MemoryType};
 
 static HHDM_OFFSET: AtomicU64 = AtomicU64::new(0);
 static FRAMES: Mutex<Option<FrameBitmap<'static>>> = Mutex::new(None);
+static USABLE_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// The virtual address of physical address `phys` in the direct map.
 pub fn to_virt(phys: u64) -> u64 {
@@ -55,6 +56,7 @@ pub fn init(boot: &BootInfo) {
     }
     bitmap.reserve(home);
     let total: u64 = usable.iter().map(|r| r.len()).sum();
+    USABLE_BYTES.store(total, Ordering::Relaxed);
     log::info!(
         "{} MiB usable in {} ranges, {} frames free, bitmap {} KiB at {:#x}",
         total >> 20,
@@ -79,6 +81,11 @@ pub fn free(frame: u64) {
     if let Err(e) = FRAMES.lock().as_mut().expect("frame allocator not initialized").free(frame) {
         panic!("bad frame free: {e:?}");
     }
+}
+
+/// Bytes of usable RAM the memory map reported.
+pub fn usable_bytes() -> u64 {
+    USABLE_BYTES.load(Ordering::Relaxed)
 }
 
 pub fn free_frames() -> u64 {

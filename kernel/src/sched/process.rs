@@ -10,6 +10,7 @@ use x86_64::instructions::interrupts::without_interrupts;
 use super::thread::{self, Thread};
 use crate::arch::x86_64::smp::CpuSet;
 use crate::mm::aspace::{AddressSpace, UserAccess};
+use crate::mm::budget::{Budget, Charge, Kind};
 use crate::klog_limit::{Admit, LineBudget};
 use abi::layout::{USER_MAP_BASE, USER_STACK_SIZE, USER_STACK_TOP};
 
@@ -23,8 +24,19 @@ pub struct Process {
     pml4: u64,
     pub aspace: Mutex<AddressSpace>,
     live_threads: AtomicUsize,
+    /// Threads created and not yet off their CPU after ending: the address space is freed
+    /// when this reaches zero (`thread_gone`).
+    unreaped_threads: AtomicUsize,
     killed: AtomicBool,
+    /// Every thread has ended.
     finished: AtomicBool,
+    /// ... and everything the process held is freed and back with its budget's owner.
+    reclaimed: AtomicBool,
+    /// What it draws memory from (`mm::budget`): its own, carved from its creator's, or the
+    /// root budget for the root task and the kernel's test programs.
+    pub budget: Arc<Budget>,
+    /// The charge for its fixed tables, given back when it is reclaimed.
+    tables_charge: Mutex<Option<Charge>>,
     exit_code: AtomicI64,
     /// A thread blocked in `wait_threads`.
     waiter: Mutex<Option<Arc<Thread>>>,
@@ -83,7 +95,7 @@ impl Process {
     /// Loads the ELF `image` into a new address space and starts its first thread with the
     /// argument string `arg`. A malformed image is refused and nothing is left behind.
     pub fn spawn(name: &str, image: &[u8], arg: &str) -> Result<Arc<Process>, SpawnError> {
-        Self::spawn_with(name, image, arg, Vec::new(), None)
+        Self::spawn_with(name, image, arg, Vec::new(), None, crate::mm::account::root().clone())
     }
 
     /// Like `spawn`, with initial capabilities (handles `abi::cap::initial(0..)`) and the CPU of
@@ -94,9 +106,11 @@ impl Process {
         arg: &str,
         caps: Vec<crate::ipc::Cap>,
         cpu: Option<usize>,
+        budget: Arc<Budget>,
     ) -> Result<Arc<Process>, SpawnError> {
         let elf = elf::Elf::parse(image).map_err(SpawnError::Elf)?;
-        let mut aspace = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
+        let tables_charge = Charge::new(&budget, Kind::Process, crate::mm::account::process_cost()).map_err(|_| SpawnError::NoMemory)?;
+        let mut aspace = AddressSpace::new(budget.clone()).map_err(|_| SpawnError::NoMemory)?;
         for seg in elf.segments() {
             if seg.end() > abi::layout::USER_END || seg.vaddr < 4096 {
                 return Err(SpawnError::NotUserAddress(seg.vaddr));
@@ -124,8 +138,12 @@ impl Process {
             pml4: aspace.pml4(),
             aspace: Mutex::new(aspace),
             live_threads: AtomicUsize::new(0),
+            unreaped_threads: AtomicUsize::new(0),
             killed: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            reclaimed: AtomicBool::new(false),
+            budget,
+            tables_charge: Mutex::new(Some(tables_charge)),
             exit_code: AtomicI64::new(0),
             waiter: Mutex::new(None),
             next_map: Mutex::new(USER_MAP_BASE),
@@ -215,38 +233,85 @@ impl Process {
 
     pub(super) fn thread_started(&self) {
         self.live_threads.fetch_add(1, Ordering::AcqRel);
+        self.unreaped_threads.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Called as each thread ends; the last one finishes the process.
-    pub(super) fn thread_ended(&self, _t: Option<&Arc<Thread>>) {
+    /// Called as each thread ends (`None`: one that never ran); the last one finishes the
+    /// process: its endpoints close, its capabilities go.
+    pub(super) fn thread_ended(&self, t: Option<&Arc<Thread>>) {
         let left = self.live_threads.fetch_sub(1, Ordering::AcqRel) - 1;
         if left <= 1 {
             self.wake_waiter();
         }
         if left == 0 {
             self.finished.store(true, Ordering::Release);
-            let dropped = without_interrupts(|| self.log_budget.lock().take_dropped());
-            if dropped != 0 {
-                log::info!("{} (pid {}) exited with code {} ({dropped} log lines dropped)", self.name, self.pid, self.exit_code());
-            } else {
-                log::info!("{} (pid {}) exited with code {}", self.name, self.pid, self.exit_code());
-            }
             crate::ipc::process_ended(self);
             self.io_ports.lock().clear();
-            let notify = self.exit_notify.lock().take();
-            if let Some((n, bits)) = notify {
-                n.signal(bits);
-            }
-            for w in core::mem::take(&mut *self.exit_waiters.lock()) {
-                thread::wake(&w);
-            }
+        }
+        if t.is_none() {
+            self.thread_gone();
         }
     }
 
-    pub(super) fn add_thread(&self, t: &Arc<Thread>) {
+    /// Called once a thread that ended is off its CPU for good (the context switch away from
+    /// it has finished, so no CPU runs on this address space for it). After the last one, the
+    /// process's memory is freed: interrupts may be off, and the work is bounded by what its
+    /// budget allowed it to hold.
+    pub(super) fn thread_gone(&self) {
+        if self.unreaped_threads.fetch_sub(1, Ordering::AcqRel) == 1 && self.is_finished() {
+            self.reclaim();
+        }
+    }
+
+    /// Frees what the ended process held and closes its budget (what is left of it returns to
+    /// its creator), then tells who waits for its end.
+    fn reclaim(&self) {
+        if self.reclaimed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.aspace.lock().teardown();
+        *self.demand.lock() = crate::mm::regions::RegionSet::new();
+        *self.threads.lock() = Vec::new();
+        *self.caps.lock() = crate::ipc::CapTable::new();
+        drop(self.tables_charge.lock().take());
+        let peak = self.budget.usage().peak;
+        let limit = self.budget.usage().limit;
+        if !Arc::ptr_eq(&self.budget, crate::mm::account::root()) {
+            self.budget.close();
+        }
+        let dropped = without_interrupts(|| self.log_budget.lock().take_dropped());
+        let dropped = if dropped != 0 { alloc::format!(", {dropped} log lines dropped") } else { String::new() };
+        log::info!(
+            "{} (pid {}) exited with code {} (memory: peak {} KiB of {} KiB{dropped})",
+            self.name,
+            self.pid,
+            self.exit_code(),
+            peak.div_ceil(1024),
+            limit.div_ceil(1024)
+        );
+        let notify = self.exit_notify.lock().take();
+        if let Some((n, bits)) = notify {
+            n.signal(bits);
+        }
+        for w in core::mem::take(&mut *self.exit_waiters.lock()) {
+            thread::wake(&w);
+        }
+    }
+
+    /// Whether the process has ended and everything it held is freed.
+    pub fn is_reclaimed(&self) -> bool {
+        self.reclaimed.load(Ordering::Acquire)
+    }
+
+    /// Records a new thread; false if the list cannot grow (no kernel heap left).
+    pub(super) fn add_thread(&self, t: &Arc<Thread>) -> bool {
         let mut threads = self.threads.lock();
         threads.retain(|w| w.strong_count() > 0);
+        if threads.try_reserve(1).is_err() {
+            return false;
+        }
         threads.push(Arc::downgrade(t));
+        true
     }
 
     /// Its threads that still exist.
@@ -259,7 +324,7 @@ impl Process {
         loop {
             {
                 let mut w = self.exit_waiters.lock();
-                if self.is_finished() {
+                if self.is_reclaimed() {
                     thread::mark_running(me);
                     return Ok(self.exit_code());
                 }
@@ -268,6 +333,10 @@ impl Process {
                     return Err(abi::Error::PeerDied);
                 }
                 if !w.iter().any(|t| Arc::ptr_eq(t, me)) {
+                    if w.try_reserve(1).is_err() {
+                        thread::mark_running(me);
+                        return Err(abi::Error::NoMemory);
+                    }
                     w.push(me.clone());
                 }
             }

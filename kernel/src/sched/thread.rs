@@ -31,6 +31,10 @@ pub struct Thread {
     /// The one CPU this thread runs on.
     pub cpu: usize,
     kstack: KernelStack,
+    /// The stack went back to `kvm` when the thread, dead, left its CPU (`finish_switch`).
+    stack_released: core::sync::atomic::AtomicBool,
+    /// What a user thread costs its process's budget, given back when it is off its CPU.
+    charge: Mutex<Option<crate::mm::budget::Charge>>,
     /// The kernel RSP saved by the context switch while the thread is not running.
     saved_rsp: UnsafeCell<u64>,
     state: AtomicU8,
@@ -75,9 +79,25 @@ impl Thread {
     }
 }
 
+impl Thread {
+    /// A dead thread is off its CPU for good: its stack, FPU area and charge go back now,
+    /// not when the last reference to it (a thread capability, a waiter) is dropped.
+    fn release_resources(&self) {
+        if !self.stack_released.swap(true, Ordering::AcqRel) {
+            KernelStack::release(self.kstack);
+        }
+        // SAFETY: the thread is dead and no longer running anywhere; only the context switch
+        // touched its FPU slot, and it never will again.
+        drop(unsafe { (*self.fpu.get()).take() });
+        drop(self.charge.lock().take());
+    }
+}
+
 impl Drop for Thread {
     fn drop(&mut self) {
-        KernelStack::release(self.kstack);
+        if !self.stack_released.swap(true, Ordering::AcqRel) {
+            KernelStack::release(self.kstack);
+        }
     }
 }
 
@@ -157,6 +177,7 @@ fn new_thread(
     first_entry: u64,
     r12: u64,
     r13: u64,
+    charge: Option<crate::mm::budget::Charge>,
 ) -> Option<Arc<Thread>> {
     let kstack = KernelStack::allocate().ok()?;
     let mut sp = kstack.top;
@@ -176,6 +197,8 @@ fn new_thread(
         process,
         cpu,
         kstack,
+        stack_released: core::sync::atomic::AtomicBool::new(false),
+        charge: Mutex::new(charge),
         saved_rsp: UnsafeCell::new(sp),
         state: AtomicU8::new(State::Ready as u8),
         user_segments: UnsafeCell::new(UserSegments::default()),
@@ -197,23 +220,28 @@ pub fn spawn_user(process: &Arc<Process>, entry: u64, rsp: u64, args: [u64; 2], 
         rsi: args[1],
         ..Default::default()
     };
+    let charge = crate::mm::budget::Charge::new(&process.budget, crate::mm::budget::Kind::Threads, crate::mm::account::thread_cost()).ok()?;
     process.thread_started();
     // Every new user thread starts from the initial FPU state, not from its CPU's registers.
-    let t = match FpuState::new().and_then(|fpu| new_thread(Some(process.clone()), cpu, Some(frame), Some(fpu), entry::first_entry_to_user(), 0, 0)) {
+    let t = match FpuState::new().and_then(|fpu| new_thread(Some(process.clone()), cpu, Some(frame), Some(fpu), entry::first_entry_to_user(), 0, 0, Some(charge))) {
         Some(t) => t,
         None => {
             process.thread_ended(None);
             return None;
         }
     };
-    process.add_thread(&t);
+    if !process.add_thread(&t) {
+        drop(t);
+        process.thread_ended(None);
+        return None;
+    }
     enqueue_new(t.clone());
     Some(t)
 }
 
 /// A kernel thread running `f(arg)` on `cpu` (or the least-loaded CPU).
 pub fn spawn_kernel(f: extern "C" fn(u64), arg: u64, cpu: Option<usize>) -> Option<Arc<Thread>> {
-    let t = new_thread(None, cpu, None, None, kernel_thread_first_entry as *const () as u64, f as *const () as u64, arg)?;
+    let t = new_thread(None, cpu, None, None, kernel_thread_first_entry as *const () as u64, f as *const () as u64, arg, None)?;
     enqueue_new(t.clone());
     Some(t)
 }
@@ -267,6 +295,12 @@ extern "C" fn kernel_thread_exit() -> ! {
 /// reference (freeing a dead thread, whose stack is no longer in use).
 pub extern "C" fn finish_switch() {
     let prev = with_sched(percpu::this().cpu_index, |s| s.previous.take());
+    if let Some(p) = prev.as_ref().filter(|p| p.state() == State::Dead) {
+        p.release_resources();
+        if let Some(process) = &p.process {
+            process.thread_gone();
+        }
+    }
     drop(prev);
 }
 
@@ -556,6 +590,9 @@ pub fn before_user_return() {
 /// One step of an idle context (a CPU's boot stack, or the BSP waiting in a scenario): run ready
 /// threads if there are any, else sleep until the next interrupt.
 pub fn idle_once() {
+    // Nothing else to do here: give the frames of ended threads' stacks back (only where
+    // interrupts are on: `smp::idle` calls this with them off).
+    crate::mm::kvm::reclaim_stacks();
     x86_64::instructions::interrupts::disable();
     if has_ready() {
         schedule();

@@ -13,6 +13,8 @@ use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::arch::x86_64::{apic, smp};
 use crate::ipc::cap::{CapError, CapNode};
 use crate::ipc::{self, Cap, Endpoint, KObject, Message, Notification};
+use crate::mm::account;
+use crate::mm::budget::{Charge, Kind};
 use crate::sched::{Process, Thread};
 use abi::cap::Rights;
 use abi::ipc::{SpawnArgs, Transfer, MAX_BUFFER, NO_CAP};
@@ -151,15 +153,19 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
     let a = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     Some(match frame.rax {
         nr::ENDPOINT_CREATE => (|| {
-            let ep = Endpoint::new(p.pid);
-            let h = p.caps.lock().insert(CapNode::root(KObject::Endpoint(ep.clone()), Rights::ALL)).map_err(cap_error)?;
+            let charge = Charge::new(&p.budget, Kind::Endpoints, account::object_cost::<Endpoint>()).map_err(|_| Error::NoMemory)?;
+            let ep = Endpoint::new(p.pid, charge);
             let mut owned = p.owned_endpoints.lock();
             // Endpoints nobody holds any more need no closing: forget them.
             owned.retain(|e| e.strong_count() > 0);
+            owned.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            let h = p.caps.lock().insert(CapNode::root(KObject::Endpoint(ep.clone()), Rights::ALL)).map_err(cap_error)?;
             owned.push(Arc::downgrade(&ep));
             Ok(h)
         })(),
-        nr::NOTIFICATION_CREATE => p.caps.lock().insert(CapNode::root(KObject::Notification(Notification::new()), Rights::ALL)).map_err(cap_error),
+        nr::NOTIFICATION_CREATE => Charge::new(&p.budget, Kind::Notifications, account::object_cost::<Notification>())
+            .map_err(|_| Error::NoMemory)
+            .and_then(|charge| p.caps.lock().insert(CapNode::root(KObject::Notification(Notification::new(Some(charge))), Rights::ALL)).map_err(cap_error)),
         nr::CAP_DERIVE => {
             // Badges come back in RAX from `recv` and `reply_recv`: 63 bits, like notification
             // bits (the fuzzer's badge 0xf643_9d24_d427_8b05 came back as an error code).
@@ -293,6 +299,16 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             KObject::Thread(t) => ipc::wait_thread_exit(me, t).map(|_| t.exit_status()),
             _ => Err(Error::BadHandle),
         }),
+        nr::MEMORY_INFO => memory_info(p, a[0], a[1]),
+        nr::BUDGET_REVOKE => match cap(p, a[0], Rights::CONTROL).map(|c| c.object.clone()) {
+            Ok(KObject::Process(child)) if p.budget.is_parent_of(&child.budget) => {
+                child.budget.close();
+                Ok(0)
+            }
+            Ok(KObject::Process(_)) => Err(Error::NoRights),
+            Ok(_) => Err(Error::BadHandle),
+            Err(e) => Err(e),
+        },
         nr::IPC_STATS => {
             let s = &ipc::STATS;
             let v = [&s.fastpath, &s.slowpath, &s.cross_cpu, &s.messages].map(|c| c.load(Ordering::Relaxed));
@@ -338,11 +354,15 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
         _ => return Err(Error::NotFound),
     };
     let image = crate::boot::module(&name).ok_or(Error::NotFound)?;
-    let child = Process::spawn_with(&name, image, &arg, caps, cpu).map_err(|e| {
+    let budget = p.budget.grant(if s.budget == 0 { abi::ipc::DEFAULT_BUDGET } else { s.budget }).map_err(|_| Error::NoMemory)?;
+    let child = Process::spawn_with(&name, image, &arg, caps, cpu, budget).map_err(|e| {
         if crate::sched::user_log_allowed(p) {
             log::warn!("cannot start {name}: {e}");
         }
-        Error::InvalidArgument
+        match e {
+            crate::sched::SpawnError::NoMemory => Error::NoMemory,
+            _ => Error::InvalidArgument,
+        }
     })?;
     *child.exit_notify.lock() = exit;
     // It may have ended already (before we set the notification): signal now then.
@@ -354,9 +374,49 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
     {
         let mut spawned = SPAWNED.lock();
         spawned.retain(|c| c.strong_count() > 0);
-        spawned.push(Arc::downgrade(&child));
+        if spawned.try_reserve(1).is_ok() {
+            spawned.push(Arc::downgrade(&child));
+        }
     }
     p.caps.lock().insert(CapNode::root(KObject::Process(child), Rights::CONTROL | Rights::GRANT)).map_err(cap_error)
+}
+
+/// `memory_info(p, out)`: the budget of `p` (or the caller's, for `NO_CAP`) and the kernel's
+/// totals.
+fn memory_info(p: &Process, h: u64, out: u64) -> Result<u64, Error> {
+    let target = match h {
+        NO_CAP => None,
+        h => match cap(p, h, Rights::CONTROL)?.object.clone() {
+            KObject::Process(child) => Some(child),
+            _ => return Err(Error::BadHandle),
+        },
+    };
+    crate::mm::kvm::reclaim_stacks();
+    let who = target.as_deref().unwrap_or(p);
+    let u = who.budget.usage();
+    let (pooled, retired) = crate::mm::kvm::stack_counts();
+    let (heap_used, heap_mapped) = crate::mm::heap::usage();
+    let stack_frames = crate::mm::kvm::KSTACK_SIZE / 4096;
+    let o = |k: Kind| u.objects[k as usize];
+    let info = abi::ipc::MemoryInfo {
+        pid: who.pid,
+        limit: u.limit,
+        used: u.used,
+        peak: u.peak,
+        closed: u.closed as u64,
+        frames: o(Kind::Frames),
+        threads: o(Kind::Threads),
+        endpoints: o(Kind::Endpoints),
+        notifications: o(Kind::Notifications),
+        tables: o(Kind::Process),
+        grants: o(Kind::Grants),
+        granted: u.bytes[Kind::Grants as usize],
+        free_frames: crate::mm::phys::free_frames(),
+        cached_frames: (pooled + retired) as u64 * stack_frames + (heap_mapped - crate::mm::heap::HEAP_INITIAL) / 4096,
+        heap_used,
+        heap_mapped,
+    };
+    write_struct(out, &info).map(|_| 0)
 }
 
 fn servers_ready(init: &Process) {

@@ -117,6 +117,7 @@ fn thread_create(process: &Arc<Process>, args: [u64; 6]) -> Result<u64, Error> {
         c if (c as usize) < smp::online() => Some(c as usize),
         _ => return Err(Error::NotFound),
     };
+    crate::mm::kvm::reclaim_stacks();
     let t: Arc<Thread> = sched::spawn_user(process, entry, stack_top, [arg, 0], cpu).ok_or(Error::NoMemory)?;
     Ok(t.tid)
 }
@@ -172,8 +173,9 @@ fn unmap(process: &Process, addr: u64, len: u64) -> Result<u64, Error> {
     } else if progress.pages > 0 {
         smp::tlb_shootdown(process.pml4(), low, high - low, &process.ran_on);
     }
+    let aspace = process.aspace.lock();
     for frame in freed {
-        crate::mm::phys::free(frame);
+        aspace.free_frame(frame);
     }
     Ok(progress.next - addr)
 }

@@ -679,7 +679,7 @@ fn fpu() -> ! {
     let cpu = n - 1;
     let Some(image) = crate::boot::module("utest") else { finish(Verdict::Fail(format_args!("no utest module"))) };
     let start = |arg: &str| {
-        crate::sched::Process::spawn_with("utest", image, arg, Vec::new(), Some(cpu)).map_err(|e| format!("cannot start utest {arg}: {e}"))
+        crate::sched::Process::spawn_with("utest", image, arg, Vec::new(), Some(cpu), crate::mm::account::root().clone()).map_err(|e| format!("cannot start utest {arg}: {e}"))
     };
     let wait = |p: &alloc::sync::Arc<crate::sched::Process>, arg: &str| -> Result<(), alloc::string::String> {
         if !wait_until(6000, || p.is_finished()) {

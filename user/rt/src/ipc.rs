@@ -161,6 +161,20 @@ pub fn ioport_enable(io: u64) -> Result<(), Error> {
 
 /// Starts boot module `name` with `arg`, handing it `caps` (its handles `initial(0..)`).
 pub fn spawn(modules: u64, name: &str, arg: &str, caps: &[u64], cpu: Option<usize>, exit_notify: Option<(u64, u64)>) -> Result<u64, Error> {
+    spawn_with_budget(modules, name, arg, caps, cpu, exit_notify, 0)
+}
+
+/// Like [`spawn`], with a memory budget of `budget` bytes carved out of the caller's (0:
+/// `abi::ipc::DEFAULT_BUDGET`).
+pub fn spawn_with_budget(
+    modules: u64,
+    name: &str,
+    arg: &str,
+    caps: &[u64],
+    cpu: Option<usize>,
+    exit_notify: Option<(u64, u64)>,
+    budget: u64,
+) -> Result<u64, Error> {
     let args = SpawnArgs {
         name: name.as_ptr() as u64,
         name_len: name.len() as u64,
@@ -172,11 +186,24 @@ pub fn spawn(modules: u64, name: &str, arg: &str, caps: &[u64], cpu: Option<usiz
         cpu: cpu.map_or(nr::ANY_CPU, |c| c as u64),
         exit_notify: exit_notify.map_or(0, |e| e.0),
         exit_bits: exit_notify.map_or(0, |e| e.1),
+        budget,
     };
     simple(nr::SPAWN, [modules, &args as *const SpawnArgs as u64, 0])
 }
 
-/// Blocks until process `p` has ended; its exit code.
+/// The memory budget of process `p` (`NO_CAP`: the caller's own) and the kernel's totals.
+pub fn memory_info(p: u64) -> Result<abi::ipc::MemoryInfo, Error> {
+    let mut info = abi::ipc::MemoryInfo::default();
+    simple(nr::MEMORY_INFO, [p, &mut info as *mut abi::ipc::MemoryInfo as u64, 0])?;
+    Ok(info)
+}
+
+/// Revokes the budget of child process `p`: it gets `NoMemory` from now on.
+pub fn budget_revoke(p: u64) -> Result<(), Error> {
+    simple(nr::BUDGET_REVOKE, [p, 0, 0]).map(drop)
+}
+
+/// Blocks until process `p` has ended and everything it held is freed; its exit code.
 pub fn process_wait(p: u64) -> Result<i64, Error> {
     simple(nr::PROCESS_WAIT, [p, 0, 0]).map(|v| v as u32 as i32 as i64)
 }

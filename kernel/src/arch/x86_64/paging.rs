@@ -25,6 +25,29 @@ static KERNEL_PHYS_BASE: AtomicU64 = AtomicU64::new(0);
 /// Serializes every change to the shared kernel page tables.
 static MAP_LOCK: Mutex<()> = Mutex::new(());
 
+/// `MAP_LOCK`, held with interrupts off: the heap grows through `map_fresh` from inside its
+/// allocator, which interrupt handlers call too, so a holder interrupted on its own CPU by an
+/// allocating handler would deadlock.
+struct MapGuard {
+    guard: Option<spin::MutexGuard<'static, ()>>,
+    were_enabled: bool,
+}
+
+fn lock_map() -> MapGuard {
+    let were_enabled = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    MapGuard { guard: Some(MAP_LOCK.lock()), were_enabled }
+}
+
+impl Drop for MapGuard {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if self.were_enabled {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+}
+
 /// What a mapping is for; each kind has one set of permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mapping {
@@ -225,7 +248,7 @@ pub fn kernel_image_phys(virt: u64) -> u64 {
 
 /// Maps `len` bytes at `virt` to the physical range at `phys` (already owned by the caller).
 pub fn map_alias(virt: u64, phys_addr: u64, len: u64, kind: Mapping) -> Result<(), MapError> {
-    let _g = MAP_LOCK.lock();
+    let _g = lock_map();
     // SAFETY: MAP_LOCK is held; the kernel PML4 is in the HHDM.
     let mut w = unsafe { walker(KERNEL_PML4.load(Ordering::Acquire)) };
     for off in (0..len).step_by(4096) {
@@ -240,7 +263,7 @@ pub fn map_alias(virt: u64, phys_addr: u64, len: u64, kind: Mapping) -> Result<(
 
 /// Maps `len` bytes at `virt` to fresh zeroed frames.
 pub fn map_fresh(virt: u64, len: u64, kind: Mapping) -> Result<(), MapError> {
-    let _g = MAP_LOCK.lock();
+    let _g = lock_map();
     // SAFETY: MAP_LOCK is held; the kernel PML4 is in the HHDM.
     let mut w = unsafe { walker(KERNEL_PML4.load(Ordering::Acquire)) };
     for off in (0..len).step_by(4096) {
@@ -248,17 +271,43 @@ pub fn map_fresh(virt: u64, len: u64, kind: Mapping) -> Result<(), MapError> {
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
         // SAFETY: the frame is fresh and owned by this mapping alone; map_to refuses to
         // replace an existing mapping.
-        unsafe { w.map_to(page, PhysFrame::containing_address(PhysAddr::new(frame)), kind.flags(), &mut PageTableFrames) }?
-            .flush();
+        match unsafe { w.map_to(page, PhysFrame::containing_address(PhysAddr::new(frame)), kind.flags(), &mut PageTableFrames) } {
+            Ok(flush) => flush.flush(),
+            Err(e) => {
+                phys::free(frame);
+                return Err(e.into());
+            }
+        }
     }
     Ok(())
+}
+
+/// Unmaps `[virt, virt+len)` of the kernel half and returns the frames that were mapped there.
+/// The caller frees them only after a TLB shootdown (`smp::tlb_shootdown_kernel`): kernel
+/// pages are global, so any CPU may still hold their translations.
+pub fn unmap_kernel(virt: u64, len: u64) -> impl Iterator<Item = u64> {
+    let _g = lock_map();
+    // SAFETY: MAP_LOCK is held; the kernel PML4 is in the HHDM.
+    let mut w = unsafe { walker(KERNEL_PML4.load(Ordering::Acquire)) };
+    let mut frames = [0u64; 16];
+    let mut n = 0;
+    for off in (0..len).step_by(4096) {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt + off));
+        if let Ok((frame, flush)) = w.unmap(page) {
+            flush.ignore(); // the caller shoots down every CPU's translations at once
+            assert!(n < frames.len(), "unmap_kernel takes at most 16 pages at a time");
+            frames[n] = frame.start_address().as_u64();
+            n += 1;
+        }
+    }
+    frames.into_iter().take(n)
 }
 
 /// Makes physical `[phys, phys+len)` reachable through the direct map with the attributes of
 /// `kind` (device registers, firmware tables outside RAM) and returns its HHDM address. Pages
 /// already mapped are left as they are.
 pub fn map_direct_range(phys: u64, len: u64, kind: Mapping) -> u64 {
-    let _g = MAP_LOCK.lock();
+    let _g = lock_map();
     // SAFETY: MAP_LOCK is held; the kernel PML4 is in the HHDM.
     let mut w = unsafe { walker(KERNEL_PML4.load(Ordering::Acquire)) };
     let r = PhysRange { start: phys, end: phys + len.max(1) }.frames_covering();

@@ -162,6 +162,8 @@ extern "C" fn ap_main(index: usize) -> ! {
 pub fn idle() -> ! {
     let me = percpu::this().cpu_index;
     loop {
+        // Frames of ended threads' stacks go back while interrupts are still on.
+        crate::mm::kvm::reclaim_stacks();
         // Interrupts stay off from the mailbox check until `idle_once`'s STI;HLT, so a wake-up
         // IPI cannot slip in between and be lost.
         x86_64::instructions::interrupts::disable();
@@ -211,7 +213,43 @@ pub fn tlb_shootdown(pml4: u64, start: u64, len: u64, cpus: &CpuSet) {
     }
 }
 
+/// `SHOOTDOWN_PML4` of a kernel-half shootdown: flushed on every CPU whatever it runs.
+const KERNEL_SPACE: u64 = u64::MAX;
+
+/// Makes every online CPU forget its translations of kernel `[start, start+len)` (all
+/// kernel translations if the range is long), and waits until they have. Called with
+/// interrupts enabled.
+pub fn tlb_shootdown_kernel(start: u64, len: u64) {
+    let all = CpuSet::new();
+    for cpu in 0..online() {
+        all.insert(cpu);
+    }
+    tlb_shootdown(KERNEL_SPACE, start, len.min(u64::MAX - start), &all);
+}
+
 fn flush_range(pml4: u64, start: u64, end: u64) {
+    if pml4 == KERNEL_SPACE {
+        if (end - start) / 4096 > FLUSH_PAGES_MAX {
+            // Toggling CR4.PGE drops every translation, global ones included (SDM Vol. 3A
+            // §4.10.4.1).
+            // SAFETY: clearing and setting PGE again changes no mapping, only flushes the TLB.
+            unsafe {
+                use x86_64::registers::control::{Cr4, Cr4Flags};
+                let cr4 = Cr4::read();
+                if cr4.contains(Cr4Flags::PAGE_GLOBAL) {
+                    Cr4::write(cr4 - Cr4Flags::PAGE_GLOBAL);
+                    Cr4::write(cr4);
+                } else {
+                    x86_64::instructions::tlb::flush_all();
+                }
+            }
+        } else {
+            for va in (start..end).step_by(4096) {
+                x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
+            }
+        }
+        return;
+    }
     let (cr3, _) = x86_64::registers::control::Cr3::read_raw();
     if cr3.start_address().as_u64() != pml4 {
         return; // not loaded here: the next CR3 load flushes anyway
