@@ -114,7 +114,7 @@ mod bsp {
         log::info!("{aps} APs online; {} frames free", phys::free_frames());
         // The servers run in an ordinary boot and in the scenarios that test them.
         let servers = match boot.test {
-            None | Some("servers" | "server_crash" | "fuzz") => start_init(boot.test.unwrap_or(""), &boot.cmd),
+            None | Some("servers" | "server_crash" | "fuzz" | "memory") => start_init(boot.test.unwrap_or(""), &boot.cmd),
             Some(_) => "",
         };
         println!(

@@ -133,8 +133,9 @@ pub const FUZZ_TCG: &str = "fuzz_seed=1 fuzz_count=10000";
 pub const FUZZ_BOCHS: &str = "fuzz_seed=1 fuzz_count=4000";
 pub const FUZZ_SMP: &[u32] = &[1, 4];
 /// Scenarios QEMU TCG runs at the CPU counts listed only: `bounded` times long system calls
-/// against a heartbeat on the same CPU (1) and on another one (4).
-pub const TCG_SOME_SMP_SCENARIOS: &[(&str, &[u32])] = &[("bounded", &[1, 4])];
+/// against a heartbeat on the same CPU (1) and on another one (4); `memory` exhausts each kind
+/// of kernel memory from a hostile process beside a steady one (init's `program/memory.rs`).
+pub const TCG_SOME_SMP_SCENARIOS: &[(&str, &[u32])] = &[("bounded", &[1, 4]), ("memory", &[1, 4])];
 /// Scenarios that also run on Bochs' Intel model at 2 CPUs: SYSRET's ring-0 #GP on a
 /// non-canonical return is Intel behaviour QEMU's TCG does not reproduce. The breakpoint
 /// scenarios run there in their `_watch` form (write watchpoints only): Bochs built without its
@@ -174,7 +175,8 @@ pub const FRED_SCENARIOS: &[&str] = &[
 /// at work, a #DB inside the NMI handler running on the NMI's level-2 stack (with FRED off it
 /// runs `ist_nesting`). With more than one CPU it runs as `nesting_watch`, without the
 /// instruction breakpoint (see BOCHS_SCENARIOS: this Bochs re-raises the #DB forever).
-pub const FRED_PAIRED_SCENARIOS: &[(&str, u32)] = &[("nesting", 1), ("nesting_watch", 4)];
+/// `memory` (memory budgets under exhaustion) runs at 4 CPUs.
+pub const FRED_PAIRED_SCENARIOS: &[(&str, u32)] = &[("nesting", 1), ("nesting_watch", 4), ("memory", 4)];
 /// IST-only mechanisms on the FRED model with FRED off (there is no SYSCALL gap under FRED):
 /// `syscall_gap` at 1 CPU, its watchpoint form at 4.
 pub const FRED_OFF_SCENARIOS: &[(&str, u32)] = &[("syscall_gap", 1), ("syscall_gap_watch", 4)];
@@ -472,7 +474,8 @@ mod tests {
     fn tcg_runs_the_partial_scenarios_at_their_cpu_counts_only() {
         let cases = matrix();
         for &(scenario, counts) in TCG_SOME_SMP_SCENARIOS {
-            let mut got: Vec<u32> = cases.iter().filter(|c| c.scenario == scenario).map(|c| c.smp).collect();
+            let mut got: Vec<u32> =
+                cases.iter().filter(|c| c.scenario == scenario && c.emulator == Emulator::Qemu(Accel::Tcg)).map(|c| c.smp).collect();
             got.sort();
             assert_eq!(got, counts, "{scenario}");
         }

@@ -523,7 +523,8 @@ pub mod ipc {
         /// Bytes handed to children (part of `used`).
         pub granted: u64,
         /// The kernel: free frames, frames it keeps for reuse (pooled kernel stacks, heap
-        /// grown beyond its start), heap bytes in use and mapped.
+        /// grown beyond its start, the kernel half's page tables), heap bytes in use and
+        /// mapped.
         pub free_frames: u64,
         pub cached_frames: u64,
         pub heap_used: u64,

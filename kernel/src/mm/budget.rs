@@ -32,7 +32,8 @@ pub enum Kind {
     Notifications = 3,
     /// The process's own fixed structures (capability table, `map` ranges).
     Process = 4,
-    /// Budgets carved out for children.
+    /// Budgets carved out for children: bytes still out, objects the open (not yet closed)
+    /// ones.
     Grants = 5,
 }
 
@@ -127,6 +128,10 @@ impl Budget {
             u.limit = u.used;
             unused
         };
+        if let Some(p) = &self.parent {
+            // The parent counts open grants; the bytes still out come back as released.
+            p.inner.lock().objects[Kind::Grants as usize] -= 1;
+        }
         self.give_back(unused);
     }
 
@@ -145,7 +150,6 @@ impl Budget {
             } else {
                 0
             };
-            // The grant's object count falls when the whole grant is back (`settled`).
             drop(u);
             p.give_back(pass_on);
         }
@@ -168,14 +172,10 @@ impl Budget {
 }
 
 impl Drop for Budget {
-    /// A budget nothing refers to any more holds nothing: its grant is back with the parent
-    /// (`close` gave the unused part, each `release` the rest); the parent forgets the object.
+    /// A budget nothing refers to any more holds nothing: closing it gives its whole grant
+    /// back (what `close` did not give back already, each `release` since did).
     fn drop(&mut self) {
         self.close();
-        if let Some(p) = &self.parent {
-            let mut u = p.inner.lock();
-            u.objects[Kind::Grants as usize] -= 1;
-        }
     }
 }
 
@@ -251,6 +251,7 @@ mod tests {
         child.close();
         assert_eq!(child.charge(Kind::Frames, 1), Err(Exhausted), "a closed budget refuses everything");
         assert_eq!(root.available(), 40 + 30);
+        assert_eq!(root.usage().objects[Kind::Grants as usize], 0, "a closed grant is not open any more");
         child.release(Kind::Frames, 25);
         assert_eq!(root.available(), 95);
         child.release(Kind::Frames, 5);

@@ -92,13 +92,23 @@ pub fn free_frames() -> u64 {
     FRAMES.lock().as_ref().map_or(0, |b| b.free_frames())
 }
 
-/// The allocator as the `x86_64` crate's page-table code wants it.
+/// Page-table frames of the kernel half: never freed, reused by later mappings in the same
+/// ranges (kernel stacks, the heap).
+static KERNEL_TABLES: AtomicU64 = AtomicU64::new(0);
+
+pub fn kernel_table_frames() -> u64 {
+    KERNEL_TABLES.load(Ordering::Relaxed)
+}
+
+/// The allocator of the kernel half's page tables, as the `x86_64` crate wants it (user
+/// address spaces charge theirs to a budget: `aspace`).
 pub struct PageTableFrames;
 
 // SAFETY: `alloc_zeroed` returns each free frame at most once, and zeroed as a new page
 // table must be.
 unsafe impl x86_64::structures::paging::FrameAllocator<x86_64::structures::paging::Size4KiB> for PageTableFrames {
     fn allocate_frame(&mut self) -> Option<x86_64::structures::paging::PhysFrame> {
+        KERNEL_TABLES.fetch_add(1, Ordering::Relaxed);
         alloc_zeroed().map(|a| x86_64::structures::paging::PhysFrame::containing_address(x86_64::PhysAddr::new(a)))
     }
 }

@@ -412,7 +412,9 @@ fn memory_info(p: &Process, h: u64, out: u64) -> Result<u64, Error> {
         grants: o(Kind::Grants),
         granted: u.bytes[Kind::Grants as usize],
         free_frames: crate::mm::phys::free_frames(),
-        cached_frames: (pooled + retired) as u64 * stack_frames + (heap_mapped - crate::mm::heap::HEAP_INITIAL) / 4096,
+        cached_frames: (pooled + retired) as u64 * stack_frames
+            + (heap_mapped - crate::mm::heap::HEAP_INITIAL) / 4096
+            + crate::mm::phys::kernel_table_frames(),
         heap_used,
         heap_mapped,
     };

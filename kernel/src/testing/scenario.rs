@@ -13,7 +13,7 @@ pub const NAMES: &[&str] = &[
     // The same without instruction breakpoints (see `DebugSources::WatchOnly`).
     "ist_nesting_watch", "syscall_gap_watch", "nesting_watch",
     "bench",
-    "ipc", "caps", "servers", "server_crash", "hazards", "fpu", "fuzz", "bounded",
+    "ipc", "caps", "servers", "server_crash", "hazards", "fpu", "fuzz", "bounded", "memory",
 ];
 
 /// Runs scenario `name` on the BSP once every CPU is online; never returns.
@@ -78,7 +78,7 @@ pub fn run(name: &'static str) -> ! {
         // The entry-hazard suite: every case states its outcome and utest checks each one.
         "hazards" => user_program("utest", "hazards", |_| Ok(())),
         "bounded" => user_program("utest", "bounded", |_| Ok(())),
-        "servers" | "server_crash" => servers(name),
+        "servers" | "server_crash" | "memory" => servers(name),
         "fuzz" => crate::testing::fuzz::run(),
         // The FRED/IST comparison (`cargo xtask compare`): `bench` times each event's round trip,
         // checks the events really happened, and prints `BENCH ...` lines for the host.

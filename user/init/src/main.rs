@@ -18,7 +18,8 @@
 //! (READY), starts one client per CPU, and waits for them. It watches every server's end
 //! through an exit notification and reports it.
 //!
-//! Argument: the module command line, plus `test=servers`, `test=server_crash` or `test=fuzz`
+//! Argument: the module command line, plus `test=servers`, `test=server_crash`, `test=memory`
+//! (`program/memory.rs`) or `test=fuzz`
 //! (with the scenario's `fuzz_*` words, see `program/fuzz.rs`) in those kernel scenarios (init's exit
 //! status is then the verdict).
 #![cfg_attr(target_os = "none", no_std)]
@@ -40,6 +41,7 @@ mod program {
     use rt::{println, sys};
 
     mod fuzz;
+    mod memory;
 
     /// Exit-notification bits: one per server.
     const CONSOLE_BIT: u64 = 1;
@@ -200,6 +202,7 @@ mod program {
                 kill_caller(&servers, cpus - 1) && hostile(&servers, cpus - 1) && crash_echo(&servers, cpus - 1)
             }
             Some("fuzz") => fuzz::run(&servers, cpus, arg),
+            Some("memory") => memory::run(&servers, cpus),
             Some(_) => run_clients(&servers, cpus, 40) && hostile(&servers, cpus - 1),
             None => {
                 let clients = run_clients(&servers, cpus, 20);
