@@ -57,6 +57,14 @@ fn notification(p: &Process, h: u64, rights: Rights) -> Result<Arc<Notification>
     }
 }
 
+/// `len` zero bytes on the kernel heap, or `NoMemory` (never a panic).
+fn zeroed(len: usize) -> Result<Vec<u8>, Error> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| Error::NoMemory)?;
+    v.resize(len, 0);
+    Ok(v)
+}
+
 fn read_struct<T: Copy + Default>(addr: u64) -> Result<T, Error> {
     let mut v = T::default();
     // SAFETY: `T` is a plain-old-data `repr(C)` ABI struct (integers only), so any bytes are
@@ -83,7 +91,7 @@ fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Opti
         return Err(Error::InvalidArgument);
     }
     if t.send_len > 0 {
-        msg.data = alloc::vec![0; t.send_len as usize];
+        msg.data = zeroed(t.send_len as usize)?;
         uaccess::copy_from_user(&mut msg.data, t.send_buf)?;
     }
     if t.send_cap != NO_CAP {
@@ -278,7 +286,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             if !uaccess::is_user_range(a[1], (a[2] as usize).min(4096)) {
                 return Err(Error::BadAddress);
             }
-            let mut buf = alloc::vec![0u8; (a[2] as usize).min(4096)];
+            let mut buf = zeroed((a[2] as usize).min(4096))?;
             let n = crate::klog::read_queued(&mut buf);
             uaccess::copy_to_user(a[1], &buf[..n])?;
             Ok(n as u64)
@@ -329,10 +337,10 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
     if s.name_len > 64 || s.arg_len > 1024 || s.caps_len as usize > MAX_SPAWN_CAPS {
         return Err(Error::InvalidArgument);
     }
-    let mut name = alloc::vec![0u8; s.name_len as usize];
+    let mut name = zeroed(s.name_len as usize)?;
     uaccess::copy_from_user(&mut name, s.name)?;
     let name = String::from_utf8(name).map_err(|_| Error::InvalidArgument)?;
-    let mut arg = alloc::vec![0u8; s.arg_len as usize];
+    let mut arg = zeroed(s.arg_len as usize)?;
     uaccess::copy_from_user(&mut arg, s.arg)?;
     let arg = String::from_utf8(arg).map_err(|_| Error::InvalidArgument)?;
     let mut handles = [0u64; MAX_SPAWN_CAPS];

@@ -56,6 +56,8 @@ mod program {
         /// What clients get: lookups only.
         name_lookup: u64,
         echo_process: u64,
+        console_process: u64,
+        name_process: u64,
     }
 
     fn spawn(what: &str, arg: &str, caps: &[u64], cpu: Option<usize>, exit: Option<(u64, u64)>) -> Result<u64, Error> {
@@ -84,10 +86,10 @@ mod program {
         let boot_ep = ipc::endpoint_create()?;
         let boot_send = ipc::cap_derive(boot_ep, Rights::SEND | Rights::GRANT, 0)?;
         let exits = ipc::notification_create()?;
-        spawn("console", "console", &[COM1_PORTS, COM1_IRQ, KERNEL_LOG, boot_send], None, Some((exits, CONSOLE_BIT)))?;
+        let console_process = spawn("console", "console", &[COM1_PORTS, COM1_IRQ, KERNEL_LOG, boot_send], None, Some((exits, CONSOLE_BIT)))?;
         let console = hello(boot_ep, boot::CONSOLE)?;
         rt::console::set(console, "init");
-        spawn("name", "name", &[boot_send, console], None, Some((exits, NAME_BIT)))?;
+        let name_process = spawn("name", "name", &[boot_send, console], None, Some((exits, NAME_BIT)))?;
         let name = hello(boot_ep, boot::NAME)?;
         // Spawning passes only what has GRANT; the child gets it without.
         let name_echo = ipc::cap_derive(name, Rights::SEND | Rights::GRANT, name::register_badge(b"echo"))?;
@@ -110,7 +112,28 @@ mod program {
             }
         };
         let _ = ipc::cap_delete(echo_ep);
-        Ok(Servers { exits, console, name, name_lookup, echo_process })
+        Ok(Servers { exits, console, name, name_lookup, echo_process, console_process, name_process })
+    }
+
+    /// One line per process of what its budget allows and holds (`memory_info`).
+    fn report_memory(s: &Servers) {
+        for (what, p) in [("init", ipc::NO_CAP), ("console", s.console_process), ("name", s.name_process), ("echo", s.echo_process)] {
+            if let Ok(m) = ipc::memory_info(p) {
+                println!(
+                    "memory: {what} (pid {}): {} KiB used of {} KiB (peak {} KiB): {} frames, {} threads, {} endpoints, {} notifications, {} KiB to {} children",
+                    m.pid,
+                    m.used / 1024,
+                    m.limit / 1024,
+                    m.peak / 1024,
+                    m.frames,
+                    m.threads,
+                    m.endpoints,
+                    m.notifications,
+                    m.granted / 1024,
+                    m.grants
+                );
+            }
+        }
     }
 
     /// One client per CPU (pinned), `calls` echo calls each; true if all passed.
@@ -197,6 +220,7 @@ mod program {
             println!("servers_ready: {e:?}");
         }
         println!("console, name and echo up; {cpus} CPUs");
+        report_memory(&servers);
         let ok = match test {
             Some("server_crash") => {
                 kill_caller(&servers, cpus - 1) && hostile(&servers, cpus - 1) && crash_echo(&servers, cpus - 1)
@@ -219,6 +243,7 @@ mod program {
                 st.messages, st.fastpath, st.slowpath, st.cross_cpu
             );
         }
+        report_memory(&servers);
         if ok {
             println!("done");
             0

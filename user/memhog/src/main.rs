@@ -239,7 +239,7 @@ mod program {
     /// memory (a new thread's stack from `map`) with a revoked budget is a page fault, which
     /// is how a process learns it is out of memory when it touches what it only reserved.
     #[repr(align(16))]
-    struct Stack([u8; 4096]);
+    struct Stack(#[allow(dead_code)] [u8; 4096]);
     static mut RAW_STACK: Stack = Stack([0; 4096]);
 
     extern "C" fn raw_thread_main() -> ! {
