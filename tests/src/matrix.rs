@@ -134,8 +134,10 @@ pub const FUZZ_BOCHS: &str = "fuzz_seed=1 fuzz_count=4000";
 pub const FUZZ_SMP: &[u32] = &[1, 4];
 /// Scenarios QEMU TCG runs at the CPU counts listed only: `bounded` times long system calls
 /// against a heartbeat on the same CPU (1) and on another one (4); `memory` exhausts each kind
-/// of kernel memory from a hostile process beside a steady one (init's `program/memory.rs`).
-pub const TCG_SOME_SMP_SCENARIOS: &[(&str, &[u32])] = &[("bounded", &[1, 4]), ("memory", &[1, 4])];
+/// of kernel memory from a hostile process beside a steady one (init's `program/memory.rs`);
+/// `bench_boot` is the boot-only bench `cargo xtask bench` runs at more CPUs (the boot figures,
+/// here at 8 CPUs).
+pub const TCG_SOME_SMP_SCENARIOS: &[(&str, &[u32])] = &[("bounded", &[1, 4]), ("memory", &[1, 4]), ("bench_boot", &[8])];
 /// Scenarios that also run on Bochs' Intel model at 2 CPUs: SYSRET's ring-0 #GP on a
 /// non-canonical return is Intel behaviour QEMU's TCG does not reproduce. The breakpoint
 /// scenarios run there in their `_watch` form (write watchpoints only): Bochs built without its

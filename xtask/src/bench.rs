@@ -1,9 +1,11 @@
 //! `bench`: the bench program (kernel scenario `bench`, `user/bench`) on every machine this host
 //! can run, each at 1 CPU (every single-CPU figure) and at 2 CPUs (IPC across CPUs, AP
-//! bring-up, boot at 2 CPUs); the report in `target/bench/` (`report.json`, `report.md`,
-//! `report.svg`, the serial logs under `<config>/smp<N>/`). With `--check FILE`, only the
-//! instruction-counting machines of the baseline FILE run, and the run fails when a figure grew
-//! beyond [`TOLERANCE`].
+//! bring-up, boot at 2 CPUs), then boot-only boots at more CPUs (scenario `bench_boot`: boot
+//! to READY and AP bring-up per CPU count, [`Spec::boot_smps`]); the report in
+//! `target/bench/` (`report.json`, `report.md`, `report.svg`, `report-boot.svg`, the serial
+//! logs under `<config>/smp<N>/`). With `--check FILE`, only the instruction-counting machines
+//! of the baseline FILE run, boot-only only at the CPU counts the baseline has, and the run
+//! fails when a figure grew beyond [`TOLERANCE`] (or the wider tolerances of `report::check`).
 //!
 //! Machines: QEMU TCG with `-icount shift=0,sleep=off` (RDTSC reads QEMU's virtual clock, which
 //! advances one nanosecond per retired instruction at shift 0; `sleep=off` makes idle time
@@ -28,6 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 const SCENARIO: &str = "bench";
+/// The same program with only its boot figures (no event loop): the boots at more CPUs.
+const BOOT_SCENARIO: &str = "bench_boot";
 
 /// QEMU's instruction counting: one virtual nanosecond (and TSC tick) per instruction, and
 /// idle time skipped to the next timer deadline rather than slept in host time.
@@ -47,8 +51,33 @@ pub const TOLERANCE: Tolerance = Tolerance {
     slack: 2,
 };
 
-/// The CPU counts each machine boots with.
+/// The CPU counts each machine boots the whole bench with.
 const SMPS: [u32; 2] = [1, 2];
+
+/// The CPU counts of QEMU's boot-only boots (`-icount`: 64 CPUs take about 70 s on 2 host
+/// cores; KVM far less where it is usable).
+const QEMU_BOOT_SMPS: &[u32] = &[4, 8, 64];
+/// Bochs' boot-only boots: Bochs runs every CPU in one host thread (Debian's 2.7 needs about
+/// 12 s at 4 CPUs here, the FRED-capable build 2 s).
+const BOCHS_BOOT_SMPS: &[u32] = &[4, 8];
+
+/// The boots of one machine, in order: the whole bench at each of [`SMPS`], then boot-only at
+/// each of `boot_smps`. Under `--check` (`baseline`: the baseline's run of this machine) only
+/// the boot-only counts the baseline has boots at: the check compares nothing else, and a
+/// baseline without them costs no boot.
+fn boots_planned(boot_smps: &[u32], baseline: Option<&Config>) -> Vec<(u32, &'static str)> {
+    let mut out: Vec<(u32, &'static str)> = SMPS.iter().map(|&n| (n, SCENARIO)).collect();
+    for &n in boot_smps {
+        let in_baseline = baseline.is_none_or(|b| match &b.outcome {
+            Outcome::Ran(boots) => boots.iter().any(|x| x.smp == n),
+            _ => false,
+        });
+        if in_baseline && !SMPS.contains(&n) {
+            out.push((n, BOOT_SCENARIO));
+        }
+    }
+    out
+}
 
 /// One machine of the report.
 struct Spec {
@@ -56,6 +85,8 @@ struct Spec {
     title: String,
     backend: Backend,
     unit: Unit,
+    /// The CPU counts of its boot-only boots (scenario `bench_boot`), beyond [`SMPS`].
+    boot_smps: &'static [u32],
 }
 
 /// How to boot it, once it is known to be there.
@@ -101,6 +132,7 @@ fn machines(
                 title: format!("QEMU{qemu_version} TCG -icount shift=0, -cpu {ICOUNT_CPU}"),
                 backend: Backend::Ist,
                 unit: Unit::Instructions,
+                boot_smps: QEMU_BOOT_SMPS,
             },
             qemu.clone().map(|_| Setup {
                 emulator: Emulator::Qemu(Accel::Tcg),
@@ -124,6 +156,7 @@ fn machines(
                 ),
                 backend: Backend::Ist,
                 unit: Unit::Cycles,
+                boot_smps: QEMU_BOOT_SMPS,
             },
             qemu.and_then(|_| crate::kvm::usable().map_err(|e| format!("KVM not usable: {e}")))
                 .map(|_| Setup {
@@ -152,6 +185,7 @@ fn machines(
                 ),
                 backend: Backend::Ist,
                 unit: Unit::Instructions,
+                boot_smps: BOCHS_BOOT_SMPS,
             },
             debian.map(|b| Setup {
                 emulator: Emulator::Bochs,
@@ -199,6 +233,7 @@ fn machines(
                 ),
                 backend: if on { Backend::Fred } else { Backend::Ist },
                 unit: Unit::Instructions,
+                boot_smps: BOCHS_BOOT_SMPS,
             },
             fred.clone().map(|b| Setup {
                 emulator: Emulator::Bochs,
@@ -295,11 +330,19 @@ fn progress_line(text: &str) -> String {
     )
 }
 
-/// One boot of the bench on `setup` with `smp` CPUs.
-fn run_boot(opts: &Options, spec: &Spec, setup: &Setup, smp: u32, dir: &Path) -> Result<Boot> {
+/// One boot of the bench (`scenario`: [`SCENARIO`] or [`BOOT_SCENARIO`]) on `setup` with `smp`
+/// CPUs.
+fn run_boot(
+    opts: &Options,
+    spec: &Spec,
+    setup: &Setup,
+    smp: u32,
+    scenario: &'static str,
+    dir: &Path,
+) -> Result<Boot> {
     let mut opts = opts.clone();
     opts.entry = Some(setup.entry);
-    opts.cmdline = format!("test={SCENARIO}");
+    opts.cmdline = format!("test={scenario}");
     let loader = loader(&opts)?;
     let (iso, _) = make_iso(&opts, &loader)?;
     let machine = Machine {
@@ -311,7 +354,7 @@ fn run_boot(opts: &Options, spec: &Spec, setup: &Setup, smp: u32, dir: &Path) ->
     };
     let limits = BootLimits {
         timeout: Some(setup.timeout),
-        scenario: Some(SCENARIO.to_string()),
+        scenario: Some(scenario.to_string()),
         echo: false,
     };
     let work = dir.join(spec.id).join(format!("smp{smp}"));
@@ -324,7 +367,7 @@ fn run_boot(opts: &Options, spec: &Spec, setup: &Setup, smp: u32, dir: &Path) ->
     stop.store(true, Ordering::Release);
     let _ = follower.join();
     let result = result?;
-    let expect = Expectation::new(SCENARIO, smp, Some(spec.backend), setup.emulator);
+    let expect = Expectation::new(scenario, smp, Some(spec.backend), setup.emulator);
     if let Verdict::Fail(why) = boot_tests::judge(&expect, &result.serial, result.outcome) {
         return Err(format!(
             "{why} (log: {}); last lines:\n{}",
@@ -336,6 +379,7 @@ fn run_boot(opts: &Options, spec: &Spec, setup: &Setup, smp: u32, dir: &Path) ->
         .map_err(|e| format!("{e} (log: {})", result.serial_log.display()))?;
     Ok(Boot {
         smp,
+        scenario: scenario.to_string(),
         seconds: result.elapsed.as_secs_f64(),
         figures,
     })
@@ -402,7 +446,17 @@ pub fn bench(opts: &Options) -> Result<u8> {
     if plan.is_empty() {
         return Err("no machine selected (see --filter, and the baseline's configurations)".into());
     }
-    let boots_total = plan.iter().filter(|(_, s)| s.is_ok()).count() * SMPS.len();
+    let boots_of = |spec: &Spec| {
+        let base = baseline
+            .as_ref()
+            .and_then(|b| b.configs.iter().find(|c| c.id == spec.id));
+        boots_planned(spec.boot_smps, base)
+    };
+    let boots_total: usize = plan
+        .iter()
+        .filter(|(_, s)| s.is_ok())
+        .map(|(spec, _)| boots_of(spec).len())
+        .sum();
     for (spec, setup) in &plan {
         if let Err(why) = setup {
             step(format!("{}: skipped ({why})", spec.id));
@@ -417,16 +471,18 @@ pub fn bench(opts: &Options) -> Result<u8> {
             Ok(setup) => {
                 let mut boots = Vec::new();
                 let mut error = None;
-                for smp in SMPS {
+                let planned = boots_of(spec);
+                for &(smp, scenario) in &planned {
                     boot_no += 1;
                     step(format!(
-                        "[{boot_no}/{boots_total}] {} ({}), {smp} CPU{}: booting (time limit {} s)...",
+                        "[{boot_no}/{boots_total}] {} ({}), {smp} CPU{}{}: booting (time limit {} s)...",
                         spec.title,
                         backend_name(spec.backend).to_uppercase(),
                         if smp == 1 { "" } else { "s" },
+                        if scenario == BOOT_SCENARIO { ", boot only" } else { "" },
                         setup.timeout.as_secs()
                     ));
-                    match run_boot(opts, spec, setup, smp, &dir) {
+                    match run_boot(opts, spec, setup, smp, scenario, &dir) {
                         Ok(boot) => {
                             step(format!(
                                 "[{boot_no}/{boots_total}] {}: {} figures in {:.1} s",
@@ -447,7 +503,7 @@ pub fn bench(opts: &Options) -> Result<u8> {
                                 if smp == 1 { "" } else { "s" },
                                 why.lines().next().unwrap_or("")
                             ));
-                            boot_no += SMPS.len() - boots.len() - 1;
+                            boot_no += planned.len() - boots.len() - 1;
                             break;
                         }
                     }
@@ -479,19 +535,23 @@ pub fn bench(opts: &Options) -> Result<u8> {
         configs,
     };
     let md = report::markdown(&report);
-    for (file, text) in [
+    let boot_svg = dir.join("report-boot.svg");
+    let _ = std::fs::remove_file(&boot_svg);
+    let mut files = vec![
         ("report.json", report.to_json().pretty()),
         ("report.md", md.clone()),
         ("report.svg", report::svg(&report)),
-    ] {
+    ];
+    if let Some(svg) = report::boot_svg(&report) {
+        files.push(("report-boot.svg", svg));
+    }
+    for (file, text) in &files {
         let path = dir.join(file);
         std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     println!("{md}");
-    step(format!(
-        "wrote report.json, report.md and report.svg to {}",
-        dir.display()
-    ));
+    let names: Vec<&str> = files.iter().map(|(f, _)| *f).collect();
+    step(format!("wrote {} to {}", names.join(", "), dir.display()));
     if let Some(baseline) = baseline {
         let (checked, not_compared) = report::check(&baseline, &report, TOLERANCE);
         let text = report::check_text(&checked, &not_compared, TOLERANCE);
@@ -517,6 +577,56 @@ mod tests {
             progress_line("syscall_null n=1000 median=115 p10=114 p90=117 min=1 max=2 base=6"),
             "syscall_null                  115 (p10 114, p90 117, n=1000)"
         );
+    }
+
+    #[test]
+    fn boot_only_boots_follow_the_whole_bench_and_the_check_boots_only_what_the_baseline_has() {
+        assert_eq!(
+            boots_planned(&[4, 8, 64], None),
+            vec![
+                (1, SCENARIO),
+                (2, SCENARIO),
+                (4, BOOT_SCENARIO),
+                (8, BOOT_SCENARIO),
+                (64, BOOT_SCENARIO)
+            ]
+        );
+        let config = |smps: &[u32], ran: bool| Config {
+            id: "qemu-icount".into(),
+            title: "t".into(),
+            backend: "ist".into(),
+            unit: Unit::Instructions,
+            outcome: if ran {
+                Outcome::Ran(
+                    smps.iter()
+                        .map(|&smp| Boot {
+                            smp,
+                            scenario: SCENARIO.into(),
+                            seconds: 1.0,
+                            figures: Vec::new(),
+                        })
+                        .collect(),
+                )
+            } else {
+                Outcome::Skipped("no".into())
+            },
+        };
+        // A baseline from before the boot-only boots: the whole bench at 1 and 2 CPUs only.
+        assert_eq!(
+            boots_planned(&[4, 8, 64], Some(&config(&[1, 2], true))),
+            vec![(1, SCENARIO), (2, SCENARIO)]
+        );
+        assert_eq!(
+            boots_planned(&[4, 8, 64], Some(&config(&[1, 2, 4, 64], true))),
+            vec![(1, SCENARIO), (2, SCENARIO), (4, BOOT_SCENARIO), (64, BOOT_SCENARIO)]
+        );
+        assert_eq!(
+            boots_planned(&[4], Some(&config(&[], false))),
+            vec![(1, SCENARIO), (2, SCENARIO)]
+        );
+        // Nobody boots a boot-only run at a count the whole bench already covers.
+        assert_eq!(boots_planned(&[2, 4], None).len(), 3);
+        assert_eq!(report::BOOT_ONLY, BOOT_SCENARIO);
     }
 
     #[test]

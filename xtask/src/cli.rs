@@ -16,8 +16,9 @@ commands:
   fuzz         the system-call fuzzer (scenario fuzz): streams its progress, prints the results
                per error kind and per call, and on failure the command that repeats the run
   bench        the bench program on every machine this host can run (QEMU -icount, KVM, Debian's
-               Bochs tigerlake, Bochs wildcat_lake FRED on/off), at 1 and 2 CPUs; the report in
-               target/bench/ (report.json, report.md, report.svg)
+               Bochs tigerlake, Bochs wildcat_lake FRED on/off), at 1 and 2 CPUs, then boot to
+               READY at 4, 8 and 64 CPUs (Bochs: 4, 8); the report in target/bench/
+               (report.json, report.md, report.svg, report-boot.svg)
 
 options (build, iso, run):
   --release | --debug     cargo profile of the bare-metal images (default: --release)

@@ -12,7 +12,7 @@ pub const NAMES: &[&str] = &[
     "ist_nesting", "syscall_gap", "nmi_storm", "nmi_backtrace", "mce_inject", "nesting",
     // The same without instruction breakpoints (see `DebugSources::WatchOnly`).
     "ist_nesting_watch", "syscall_gap_watch", "nesting_watch",
-    "bench",
+    "bench", "bench_boot",
     "ipc", "caps", "servers", "server_crash", "hazards", "fpu", "fuzz", "bounded", "memory",
 ];
 
@@ -83,6 +83,8 @@ pub fn run(name: &'static str) -> ! {
         // The FRED/IST comparison (`cargo xtask compare`): `bench` times each event's round trip,
         // checks the events really happened, and prints `BENCH ...` lines for the host.
         "bench" => user_program("bench", "all", |_| Ok(())),
+        // Only the boot milestones (`cargo xtask bench` at 4 CPUs and more): no event loop.
+        "bench_boot" => user_program("bench", "boot", |_| Ok(())),
         "ist_nesting" => ist_nesting(DebugSources::All),
         "ist_nesting_watch" => ist_nesting(DebugSources::WatchOnly),
         "nesting" | "nesting_watch" => {

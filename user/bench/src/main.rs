@@ -14,7 +14,9 @@
 //! The figures that need two CPUs (`ipc_call_cross`, `ap_bringup`) are measured only when the
 //! kernel runs more than one; `cargo xtask bench` boots each machine at 1 and at 2 CPUs. The
 //! boot figures (`boot_firmware`, `boot_ready`, `ap_bringup`) are the kernel's TSC readings
-//! at its milestones (`bench_boot_clock`), one sample each.
+//! at its milestones (`bench_boot_clock`), one sample each. With the argument `boot` (kernel
+//! scenario `bench_boot`) only the boot figures are printed: `cargo xtask bench` records boot
+//! to READY at more CPUs that way, without the event loop.
 //!
 //! Output: one `BENCH <name> n=.. median=.. p10=.. p90=.. min=.. max=.. base=..` line per
 //! figure, then `BENCH done`; exit status 0 only if every check held.
@@ -51,8 +53,16 @@ mod program {
 
     rt::entry!(main);
 
-    fn main(_arg: &str) -> i32 {
+    fn main(arg: &str) -> i32 {
         println!("bench: unit: TSC ticks (on Bochs: retired instructions), baseline subtracted");
+        if arg.split_whitespace().any(|w| w == "boot") {
+            if let Err(why) = boot_figures() {
+                println!("bench: FAIL: boot: {why}");
+                return 1;
+            }
+            println!("BENCH done");
+            return 0;
+        }
         let cpus = sys::cpu_count().unwrap_or(1);
         let runs: [(&str, Measure); 13] = [
             ("syscall_floor", syscall_floor),
