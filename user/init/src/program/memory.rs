@@ -8,6 +8,10 @@
 //!   exactly as before it started: every byte and object it held, and its grant, came back;
 //! - a child whose budget init revokes gets `NoMemory` from then on, and init's budget is whole
 //!   again when it has ended;
+//! - `spawn` with a budget larger than init's, or too small for the program, is refused with
+//!   `NoMemory` and changes nothing;
+//! - a process given all that init has left touches all of it while the console and the
+//!   steady process carry on (the kernel's reserve is not part of any budget);
 //! - at the end the kernel's free frames (plus the frames it keeps for reuse) are as they were
 //!   before the first process of the scenario started.
 
@@ -51,11 +55,11 @@ fn kernel_frames_settle(want: Option<u64>) -> u64 {
     last
 }
 
-fn hostile(s: &Servers, kind: &str, end: &str, cpu: usize) -> bool {
+fn hostile(s: &Servers, kind: &str, end: &str, cpu: usize, budget: u64) -> bool {
     let before = mine();
     let Ok(done) = ipc::notification_create() else { return false };
     let arg = ArgBuf::format(format_args!("hostile {kind} {end}"));
-    let child = match ipc::spawn_with_budget(MODULES, "memhog", arg.as_str(), &[s.console, done], Some(cpu), None, HOSTILE_BUDGET) {
+    let child = match ipc::spawn_with_budget(MODULES, "memhog", arg.as_str(), &[s.console, done], Some(cpu), None, budget) {
         Ok(c) => c,
         Err(e) => {
             println!("memory: cannot start hostile {kind}: {e:?}");
@@ -114,6 +118,20 @@ fn revoke(s: &Servers, cpu: usize) -> bool {
     revoked.is_ok() && returned_now && code == Ok(0) && whole
 }
 
+/// `spawn` with more than init has, or with too little to start the program: `NoMemory`, and
+/// init's budget unchanged.
+fn refused_spawns(s: &Servers) -> bool {
+    let before = mine();
+    let too_much = ipc::spawn_with_budget(MODULES, "memhog", "steady", &[s.console], None, None, before.limit);
+    let too_little = ipc::spawn_with_budget(MODULES, "memhog", "steady", &[s.console], None, None, 64 * 1024);
+    let whole = same_budget(&before, &mine());
+    println!(
+        "memory: spawn with more than init has: {too_much:?}; with 64 KiB: {too_little:?}; init's budget {}",
+        if whole { "unchanged" } else { "CHANGED: FAILED" }
+    );
+    too_much == Err(abi::Error::NoMemory) && too_little == Err(abi::Error::NoMemory) && whole
+}
+
 pub fn run(s: &Servers, cpus: usize) -> bool {
     let frames_before = kernel_frames_settle(None);
     let start = mine();
@@ -128,8 +146,14 @@ pub fn run(s: &Servers, cpus: usize) -> bool {
     };
     let mut ok = true;
     for (i, kind) in KINDS.iter().enumerate() {
-        ok &= hostile(s, kind, ENDS[i % ENDS.len()], 0);
+        ok &= hostile(s, kind, ENDS[i % ENDS.len()], 0, HOSTILE_BUDGET);
     }
+    ok &= refused_spawns(s);
+    // Everything init has left, to one process that touches it all: the kernel's reserve keeps
+    // the kernel, the console (whose lines say so) and the steady process going meanwhile.
+    let all = mine();
+    println!("memory: all of init's remaining {} KiB to one hostile process", (all.limit - all.used) / 1024);
+    ok &= hostile(s, "touch", "exit", 0, all.limit - all.used - 64 * 1024);
     ok &= revoke(s, 0);
     let _ = ipc::notify_signal(stop, 1);
     let steady_ok = ipc::process_wait(steady) == Ok(0);
