@@ -1010,6 +1010,18 @@ fn column_head(c: &Config) -> String {
     format!(" {} ({}, {}) |", c.id, c.backend.to_uppercase(), c.unit.name())
 }
 
+/// The head of a per-CPU-count table: a `CPUs` column, then one per machine.
+fn cpus_table_head(configs: &[&Config]) -> String {
+    let mut s = String::from("| CPUs |");
+    for c in configs {
+        s.push_str(&column_head(c));
+    }
+    s.push_str("\n| ---: |");
+    s.push_str(&" ---: |".repeat(configs.len()));
+    s.push('\n');
+    s
+}
+
 /// Boot to READY (kernel entry to READY) per CPU count, one column per machine, with its
 /// ratio to the same machine's 1-CPU boot. `None` if no machine measured it at more than one
 /// count.
@@ -1018,13 +1030,7 @@ pub fn ready_by_cpus_table(report: &Report) -> Option<String> {
     if counts.len() < 2 {
         return None;
     }
-    let mut s = String::from("| CPUs |");
-    for c in &configs {
-        s.push_str(&column_head(c));
-    }
-    s.push_str("\n| ---: |");
-    s.push_str(&" ---: |".repeat(configs.len()));
-    s.push('\n');
+    let mut s = cpus_table_head(&configs);
     for &n in &counts {
         let _ = write!(s, "| {n} |");
         for c in &configs {
@@ -1058,13 +1064,7 @@ pub fn ap_by_cpus_table(report: &Report) -> Option<String> {
     if configs.is_empty() {
         return None;
     }
-    let mut s = String::from("| CPUs |");
-    for c in &configs {
-        s.push_str(&column_head(c));
-    }
-    s.push_str("\n| ---: |");
-    s.push_str(&" ---: |".repeat(configs.len()));
-    s.push('\n');
+    let mut s = cpus_table_head(&configs);
     for &n in &counts {
         let _ = write!(s, "| {n} |");
         for c in &configs {
