@@ -124,12 +124,28 @@ fn refused_spawns(s: &Servers) -> bool {
     let before = mine();
     let too_much = ipc::spawn_with_budget(MODULES, "memhog", "steady", &[s.console], None, None, before.limit);
     let too_little = ipc::spawn_with_budget(MODULES, "memhog", "steady", &[s.console], None, None, 64 * 1024);
+    // Revoking without CONTROL, what is not a process, or a stale handle, is refused.
+    let no_rights = ipc::budget_revoke(s.console);
+    let not_process = match ipc::endpoint_create() {
+        Ok(ep) => {
+            let r = ipc::budget_revoke(ep);
+            let _ = ipc::cap_delete(ep);
+            r
+        }
+        Err(e) => Err(e),
+    };
+    let stale = ipc::budget_revoke(abi::cap::handle(200, 7));
     let whole = same_budget(&before, &mine());
     println!(
-        "memory: spawn with more than init has: {too_much:?}; with 64 KiB: {too_little:?}; init's budget {}",
+        "memory: spawn with more than init has: {too_much:?}; with 64 KiB: {too_little:?}; revoke without CONTROL: {no_rights:?}, of an endpoint: {not_process:?}, of a stale handle: {stale:?}; init's budget {}",
         if whole { "unchanged" } else { "CHANGED: FAILED" }
     );
-    too_much == Err(abi::Error::NoMemory) && too_little == Err(abi::Error::NoMemory) && whole
+    too_much == Err(abi::Error::NoMemory)
+        && too_little == Err(abi::Error::NoMemory)
+        && no_rights == Err(abi::Error::NoRights)
+        && not_process == Err(abi::Error::BadHandle)
+        && stale.is_err()
+        && whole
 }
 
 pub fn run(s: &Servers, cpus: usize) -> bool {
