@@ -170,7 +170,9 @@ static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
 fn apt_get(args: &[&str]) -> Result<()> {
     let mut command = Command::new("apt-get");
-    command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+    // Another apt-get (unattended upgrades on a fresh machine, a second xtask) holds dpkg's
+    // lock for a while: wait for it rather than fail.
+    command.args(["-o", "DPkg::Lock::Timeout=600"]).args(args).env("DEBIAN_FRONTEND", "noninteractive");
     step(format!("apt-get {}", args.join(" ")));
     run_captured(&mut command).map(drop)
 }

@@ -79,8 +79,13 @@ mod program {
             ("switch_yield_avx", switch_yield_avx),
             ("boot", boot_figures),
         ];
+        // `only=NAME` runs one measurement (for profiling one path).
+        let only = arg.split_whitespace().find_map(|w| w.strip_prefix("only="));
         let mut failed = 0;
         for (name, run) in runs {
+            if only.is_some_and(|o| o != name) {
+                continue;
+            }
             if name == "ipc_call_cross" && cpus < 2 {
                 continue;
             }
