@@ -95,7 +95,7 @@ mod bsp {
 
         kernel::arch::x86_64::ioapic::init(&platform);
         entry::select(cmd.entry, &features);
-        kernel::arch::x86_64::user_segments::init(features.lkgs);
+        kernel::arch::x86_64::user_segments::init(features.lkgs, features.fsgsbase);
         BOOT.call_once(|| Boot { test: cmd.test, cpus_found, cmd });
         let stack = cea::bring_up(0, bsp_lapic_id);
         smp::set_features(features);

@@ -152,6 +152,13 @@ impl<T: Clone> CapTable<T> {
 
     /// The capability `h` names, if it is valid and has every right in `needed`.
     pub fn get(&self, h: u64, needed: Rights) -> Result<Arc<CapNode<T>>, CapError> {
+        self.lookup(h, needed).cloned()
+    }
+
+    /// Like [`get`](Self::get), but borrowed from the table: no reference count is touched
+    /// (the IPC fastpath holds the table's lock while it uses the capability).
+    #[inline]
+    pub fn lookup(&self, h: u64, needed: Rights) -> Result<&Arc<CapNode<T>>, CapError> {
         let (index, generation) = split(h).ok_or(CapError::Invalid)?;
         let slot = self.slots.get(index).ok_or(CapError::Invalid)?;
         let cap = slot.cap.as_ref().ok_or(CapError::Invalid)?;
@@ -164,7 +171,7 @@ impl<T: Clone> CapTable<T> {
         if !cap.rights.contains(needed) {
             return Err(CapError::NoRights);
         }
-        Ok(cap.clone())
+        Ok(cap)
     }
 
     /// Empties the slot of `h`; its handle (and copies of the number) become stale.
@@ -222,6 +229,23 @@ mod tests {
         assert_eq!(t.get(h, Rights::SEND | Rights::GRANT).unwrap().object, 7);
         assert_eq!(t.get(h, Rights::RECV).err(), Some(CapError::NoRights));
         assert_eq!(t.get(h, Rights::SEND | Rights::RECV).err(), Some(CapError::NoRights));
+    }
+
+    #[test]
+    fn lookup_checks_like_get_without_touching_the_count() {
+        let (mut t, h) = table_with(7, Rights::SEND);
+        let count = Arc::strong_count(t.lookup(h, Rights::SEND).unwrap());
+        assert_eq!(t.lookup(h, Rights::SEND).unwrap().object, 7);
+        assert_eq!(Arc::strong_count(t.lookup(h, Rights::empty()).unwrap()), count);
+        assert_eq!(t.lookup(h, Rights::RECV).err(), Some(CapError::NoRights));
+        assert_eq!(t.lookup(h + 1, Rights::empty()).err(), Some(CapError::Invalid));
+        t.revoke(h).unwrap();
+        let derived = t.get(h, Rights::empty()).unwrap().derive(Rights::SEND, 0).unwrap();
+        let hd = t.insert(derived).unwrap();
+        t.revoke(h).unwrap();
+        assert_eq!(t.lookup(hd, Rights::SEND).err(), Some(CapError::Revoked));
+        t.delete(h).unwrap();
+        assert_eq!(t.lookup(h, Rights::empty()).err(), Some(CapError::Invalid));
     }
 
     #[test]

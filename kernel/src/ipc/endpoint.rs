@@ -25,11 +25,22 @@ pub struct Sender {
     msg: Message,
     /// A call: the sender waits on for the reply once the message is taken.
     call: bool,
+    /// A call with no transfer block: its reply may come in registers (the fastpath).
+    regs_only: bool,
 }
+
+/// A receiver waiting for a sender.
+pub struct Receiver {
+    pub thread: Arc<Thread>,
+    /// It receives with no transfer block: a sender may hand it the message in registers.
+    pub regs_only: bool,
+}
+
+pub type Queue = Rendezvous<Sender, Receiver>;
 
 pub struct Endpoint {
     pub owner_pid: u64,
-    queue: Mutex<Rendezvous<Sender, Arc<Thread>>>,
+    queue: Mutex<Queue>,
     /// What it costs its creator's budget, given back when it is freed.
     _charge: crate::mm::budget::Charge,
 }
@@ -39,6 +50,13 @@ impl Endpoint {
         Arc::new(Self { owner_pid, queue: Mutex::new(Rendezvous::new()), _charge: charge })
     }
 
+    /// The waiting senders and receivers, for the fastpath (`syscall::fastpath`), which pairs
+    /// them itself. Lock order: the caller's capability table, then this, then a CPU's
+    /// scheduler.
+    pub fn queue(&self) -> spin::MutexGuard<'_, Queue> {
+        self.queue.lock()
+    }
+
     /// Closes the endpoint: waiting senders and receivers get `PeerDied`.
     pub fn close(&self) {
         let (senders, receivers) = self.queue.lock().close();
@@ -46,27 +64,27 @@ impl Endpoint {
             deliver(&s.thread, Err(Error::PeerDied));
         }
         for r in receivers {
-            deliver(&r, Err(Error::PeerDied));
+            deliver(&r.thread, Err(Error::PeerDied));
         }
     }
 
     /// A sender arrives. For a call, returns the reply; for a send, an empty message once a
     /// receiver has taken it.
-    fn arrive(&self, me: &Arc<Thread>, msg: Message, call: bool) -> Result<Message, Error> {
-        let arrival = self.queue.lock().send(Sender { thread: me.clone(), msg, call });
+    fn arrive(&self, me: &Arc<Thread>, msg: Message, call: bool, regs_only: bool) -> Result<Message, Error> {
+        let arrival = self.queue.lock().send(Sender { thread: me.clone(), msg, call, regs_only });
         match arrival {
             Arrival::Closed => Err(Error::PeerDied),
             Arrival::Paired(s, receiver) => {
                 STATS.messages.fetch_add(1, Ordering::Relaxed);
                 let mut msg = s.msg;
                 if call {
-                    msg.reply = Some(ReplyCap::new(me.clone()));
+                    msg.reply = Some(ReplyCap::new(me.clone(), regs_only));
                     prepare_wait(me);
-                    deliver_and_switch(&receiver, Ok(msg));
+                    deliver_and_switch(&receiver.thread, Ok(msg));
                     drop(receiver);
                     wait_inbox(me, || Withdrawal::NotQueued)
                 } else {
-                    deliver(&receiver, Ok(msg));
+                    deliver(&receiver.thread, Ok(msg));
                     Ok(Message::default())
                 }
             }
@@ -90,23 +108,31 @@ impl Endpoint {
     /// with a reply capability) is on its way and is awaited, so that the capability answers
     /// its caller when this thread ends instead of lingering in a dead inbox.
     fn withdraw_receiver(&self, me: &Arc<Thread>) -> Withdrawal {
-        match self.queue.lock().withdraw_receiver(|r| Arc::ptr_eq(r, me)) {
+        match self.queue.lock().withdraw_receiver(|r| Arc::ptr_eq(&r.thread, me)) {
             Some(_) => Withdrawal::Withdrawn,
             None => Withdrawal::Taken,
         }
     }
 
-    pub fn send(&self, me: &Arc<Thread>, msg: Message) -> Result<(), Error> {
-        self.arrive(me, msg, false).map(drop)
+    /// Waits as a receiver already queued here (by the fastpath) for what a partner delivers:
+    /// the fastpath's way back when it was woken without a hand-over.
+    pub fn wait_received(&self, me: &Arc<Thread>) -> Result<Message, Error> {
+        wait_inbox(me, || self.withdraw_receiver(me)).map(|m| keep_reply(me, m))
     }
 
-    pub fn call(&self, me: &Arc<Thread>, msg: Message) -> Result<Message, Error> {
-        self.arrive(me, msg, true)
+    pub fn send(&self, me: &Arc<Thread>, msg: Message) -> Result<(), Error> {
+        self.arrive(me, msg, false, false).map(drop)
+    }
+
+    /// `regs_only`: the caller has no transfer block (the reply may come in registers).
+    pub fn call(&self, me: &Arc<Thread>, msg: Message, regs_only: bool) -> Result<Message, Error> {
+        self.arrive(me, msg, true, regs_only)
     }
 
     /// Receives a message; a call's reply capability is kept in the thread for `reply`.
-    pub fn recv(&self, me: &Arc<Thread>) -> Result<Message, Error> {
-        let arrival = self.queue.lock().recv(me.clone());
+    /// `regs_only`: the receiver has no transfer block (a sender may use the fastpath).
+    pub fn recv(&self, me: &Arc<Thread>, regs_only: bool) -> Result<Message, Error> {
+        let arrival = self.queue.lock().recv(Receiver { thread: me.clone(), regs_only });
         let msg = match arrival {
             Arrival::Closed => return Err(Error::PeerDied),
             Arrival::Paired(s, _) => take_queued(s),
@@ -122,7 +148,7 @@ fn take_queued(s: Sender) -> Message {
     STATS.messages.fetch_add(1, Ordering::Relaxed);
     let mut msg = s.msg;
     if s.call {
-        msg.reply = Some(ReplyCap::new(s.thread));
+        msg.reply = Some(ReplyCap::new(s.thread, s.regs_only));
     } else {
         deliver(&s.thread, Ok(Message::default()));
     }
@@ -157,13 +183,13 @@ pub fn reply(me: &Arc<Thread>, msg: Message) -> Result<(), Error> {
 /// Replies to the last call, then receives on `ep`. When the caller waits on this CPU and no
 /// message is queued on `ep`, the reply switches straight to the caller (fastpath), and the
 /// caller's next call finds us already waiting.
-pub fn reply_recv(me: &Arc<Thread>, ep: &Endpoint, msg: Message) -> (Result<(), Error>, Result<Message, Error>) {
+pub fn reply_recv(me: &Arc<Thread>, ep: &Endpoint, msg: Message, regs_only: bool) -> (Result<(), Error>, Result<Message, Error>) {
     let caller = match take_caller(me) {
         Ok(c) => c,
-        Err(e) => return (Err(e), ep.recv(me)),
+        Err(e) => return (Err(e), ep.recv(me, regs_only)),
     };
     STATS.messages.fetch_add(1, Ordering::Relaxed);
-    let arrival = ep.queue.lock().recv(me.clone());
+    let arrival = ep.queue.lock().recv(Receiver { thread: me.clone(), regs_only });
     let received = match arrival {
         Arrival::Queued => {
             prepare_wait(me);

@@ -87,13 +87,27 @@ mod kernel_side {
     pub struct ReplyCap {
         pub caller: Arc<Thread>,
         used: AtomicBool,
+        /// The caller waits with no transfer block: the reply may be handed over in its
+        /// registers by the fastpath.
+        pub regs_only: bool,
     }
 
     impl ReplyCap {
         /// Owned by exactly one place at a time (the message, then the server thread), so it
         /// needs no allocation of its own.
-        pub fn new(caller: Arc<Thread>) -> Self {
-            Self { caller, used: AtomicBool::new(false) }
+        pub fn new(caller: Arc<Thread>, regs_only: bool) -> Self {
+            Self { caller, used: AtomicBool::new(false), regs_only }
+        }
+
+        /// Spends the capability on a reply the fastpath hands over itself (into the caller's
+        /// [`FastMsg`] slot): no delivery, no `PeerDied`, and the caller's reference moves out
+        /// without its count changing.
+        pub fn into_caller(self) -> Arc<Thread> {
+            let this = core::mem::ManuallyDrop::new(self);
+            // SAFETY: `this` is never dropped (ManuallyDrop), so `caller` is moved out of it
+            // exactly once and the Arc's count stays right; `used` needs no update, since
+            // nothing can reach the capability any more.
+            unsafe { core::ptr::read(&this.caller) }
         }
 
         /// Delivers the reply; false if it was already used.
@@ -129,10 +143,57 @@ mod kernel_side {
         }
     }
 
+    /// A message the fastpath hands over: registers only, and for a call its reply capability.
+    pub struct FastMsg {
+        pub badge: u64,
+        pub words: [u64; 4],
+        pub reply: Option<ReplyCap>,
+    }
+
+    /// A thread's [`FastMsg`] slot. No lock: it is written only by a fastpath on the thread's
+    /// own CPU while the thread is blocked and claimed under that CPU's scheduler lock
+    /// (`sched::CpuLock`), and read only by the thread itself once it runs again; the claim,
+    /// the switch and the resumption are ordered on that one CPU, with interrupts off.
+    #[derive(Default)]
+    struct FastSlot(core::cell::UnsafeCell<Option<FastMsg>>);
+
+    // SAFETY: see the type: the protocol above serializes every access, on one CPU.
+    unsafe impl Sync for FastSlot {}
+
+    impl ThreadIpc {
+        /// Hands `msg` to the thread.
+        ///
+        /// # Safety
+        /// The thread is blocked on this CPU and claimed for a direct switch under its
+        /// scheduler lock (`CpuLock::blocked_here`, held now): it cannot run or look at the
+        /// slot until this CPU switches to it.
+        pub unsafe fn hand_over(&self, msg: FastMsg) {
+            // SAFETY: per the contract nobody else touches the slot now.
+            let slot = unsafe { &mut *self.fast.0.get() };
+            // Every resumption empties the slot, so there is nothing to drop: written over
+            // without reading it (a message here would only leak, never be reused).
+            debug_assert!(slot.is_none(), "a second hand-over without a resumption");
+            // SAFETY: `slot` is a valid, exclusive place for an `Option<FastMsg>`.
+            unsafe { core::ptr::write(slot, Some(msg)) };
+        }
+
+        /// What a fastpath handed over while we waited, if anything; called only by the
+        /// thread itself, while it runs.
+        pub fn take_handed(&self) -> Option<FastMsg> {
+            // SAFETY: the running thread's own slot: a hand-over happens only while it is
+            // blocked and claimed, never while it runs.
+            unsafe { (*self.fast.0.get()).take() }
+        }
+    }
+
     /// Per-thread IPC state.
     #[derive(Default)]
     pub struct ThreadIpc {
         inbox: Mutex<Option<Result<Message, Error>>>,
+        /// Filled by the fastpath while this thread is blocked and claimed (under its CPU's
+        /// scheduler lock, so it cannot run meanwhile); emptied by the thread when it resumes,
+        /// either in the fastpath that blocked it or in [`wait_inbox`].
+        fast: FastSlot,
         /// The call this thread received last and has not answered.
         pub caller: Mutex<Option<ReplyCap>>,
         /// Threads blocked in `thread_wait` on this one.
@@ -181,14 +242,13 @@ mod kernel_side {
     /// Returns whether the switch happened.
     pub fn deliver_and_switch(t: &Arc<Thread>, result: Result<Message, Error>) -> bool {
         put_inbox(t, result);
+        STATS.slowpath.fetch_add(1, Ordering::Relaxed);
         if sched::switch_to(t) {
-            STATS.fastpath.fetch_add(1, Ordering::Relaxed);
             true
         } else {
             if t.cpu != crate::arch::x86_64::percpu::this().cpu_index {
                 STATS.cross_cpu.fetch_add(1, Ordering::Relaxed);
             }
-            STATS.slowpath.fetch_add(1, Ordering::Relaxed);
             sched::wake(t);
             false
         }
@@ -214,7 +274,12 @@ mod kernel_side {
         loop {
             {
                 let mut inbox = me.ipc.inbox.lock();
-                if let Some(r) = inbox.take() {
+                // A fastpath hand-over counts as a delivery too (a partner found us waiting).
+                let got = match inbox.take() {
+                    Some(r) => Some(r),
+                    None => me.ipc.take_handed().map(|m| Ok(m.into_message())),
+                };
+                if let Some(r) = got {
                     // We may have marked ourselves blocked before a direct switch.
                     sched::mark_running(me);
                     return r;
@@ -238,6 +303,13 @@ mod kernel_side {
         }
     }
 
+    impl FastMsg {
+        /// The same message for the generic receive path.
+        pub fn into_message(self) -> Message {
+            Message { badge: self.badge, words: self.words, reply: self.reply, ..Default::default() }
+        }
+    }
+
     /// Marks the calling thread blocked unless its inbox is already filled: the step before
     /// a direct switch to a partner, so that the switch does not queue us as runnable.
     pub fn prepare_wait(me: &Arc<Thread>) {
@@ -257,17 +329,22 @@ mod kernel_side {
         }
         let pending = t.ipc.inbox.lock().take();
         drop(pending);
+        let handed = t.ipc.take_handed();
+        drop(handed);
     }
 
     /// Counters over all CPUs.
     pub struct Stats {
-        /// Deliveries that switched directly to the waiting partner.
+        /// Calls and replies that took the fastpath (`syscall::fastpath`): registers handed
+        /// over, a direct switch to the partner.
         pub fastpath: AtomicU64,
-        /// Deliveries that queued the partner and went through the scheduler.
+        /// Deliveries of the generic path (a direct switch to a partner on this CPU, or its
+        /// run queue).
         pub slowpath: AtomicU64,
         /// Of those, to a thread on another CPU (a wake-up IPI).
         pub cross_cpu: AtomicU64,
-        /// Messages delivered (sends, calls and replies).
+        /// Messages delivered (sends, calls and replies) by the generic path; `ipc_stats`
+        /// adds `fastpath`'s.
         pub messages: AtomicU64,
     }
 

@@ -63,6 +63,22 @@ impl<S, R> Rendezvous<S, R> {
         }
     }
 
+    /// The receiver the next sender would be paired with (the IPC fastpath looks before it
+    /// takes it with [`take_receiver`](Self::take_receiver)).
+    pub fn first_receiver(&self) -> Option<&R> {
+        if self.closed {
+            return None;
+        }
+        self.receivers.front()
+    }
+
+    /// Queues a receiver where no sender waits and the endpoint is open (the fastpath checked
+    /// both under the same lock): what `recv` does then, without the pairing step.
+    pub fn queue_receiver(&mut self, r: R) {
+        debug_assert!(self.senders.is_empty() && !self.closed);
+        self.receivers.push_back(r);
+    }
+
     /// Takes a waiting receiver out of the queue (without a sender), if one is waiting.
     pub fn take_receiver(&mut self) -> Option<R> {
         self.receivers.pop_front()
@@ -109,6 +125,22 @@ mod tests {
         assert_eq!(e.recv(2), Arrival::Paired("b", 2));
         assert_eq!(e.recv(3), Arrival::Paired("c", 3));
         assert_eq!(e.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn the_first_receiver_is_the_one_a_sender_would_meet() {
+        let mut e = Rendezvous::<&str, u32>::new();
+        assert_eq!(e.first_receiver(), None);
+        assert_eq!(e.recv(1), Arrival::Queued);
+        assert_eq!(e.recv(2), Arrival::Queued);
+        assert_eq!(e.first_receiver(), Some(&1));
+        assert_eq!(e.take_receiver(), Some(1));
+        assert_eq!(e.first_receiver(), Some(&2));
+        assert_eq!(e.send("a"), Arrival::Paired("a", 2));
+        assert_eq!(e.first_receiver(), None);
+        assert_eq!(e.recv(3), Arrival::Queued);
+        let _ = e.close();
+        assert_eq!(e.first_receiver(), None, "a closed endpoint offers nobody");
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct Process {
     pub owned_endpoints: Mutex<Vec<Weak<crate::ipc::Endpoint>>>,
     /// I/O-port ranges (base, length) enabled, each with the capability that allows it.
     io_ports: Mutex<Vec<((u16, u16), crate::ipc::Cap)>>,
+    /// Whether `io_ports` was ever non-empty: a switch to a process without ports into a CPU
+    /// whose bitmap is closed has nothing to load.
+    io_ports_granted: core::sync::atomic::AtomicBool,
     /// Its threads (to wake blocked ones when it is killed).
     threads: Mutex<Vec<Weak<Thread>>>,
     /// Signalled when it ends (`spawn`'s `exit_notify`).
@@ -157,6 +160,7 @@ impl Process {
             caps: Mutex::new(crate::ipc::CapTable::new()),
             owned_endpoints: Mutex::new(Vec::new()),
             io_ports: Mutex::new(Vec::new()),
+            io_ports_granted: core::sync::atomic::AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             exit_notify: Mutex::new(None),
             exit_waiters: Mutex::new(Vec::new()),
@@ -356,12 +360,21 @@ impl Process {
             return Err(abi::Error::NoMemory);
         }
         ports.push(((base, len), cap));
+        self.io_ports_granted.store(true, Ordering::Release);
         Ok(())
     }
 
     /// Makes this CPU's TSS I/O bitmap allow exactly this process's ports. Called by the
     /// context switch (interrupts off) on the CPU that is switching to one of its threads.
+    #[inline]
     pub fn load_io_ports(&self, cpu: usize) {
+        if !self.io_ports_granted.load(Ordering::Acquire) && crate::arch::x86_64::cea::io_bitmap_closed(cpu) {
+            return;
+        }
+        self.load_io_ports_slow(cpu);
+    }
+
+    fn load_io_ports_slow(&self, cpu: usize) {
         // Lock order: SCHED -> io_ports -> the CPU's loaded set; `ioport_enable` takes
         // io_ports -> loaded set. Only ranges whose capability is still in force open.
         let ports = self.io_ports.lock();

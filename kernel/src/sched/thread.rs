@@ -142,6 +142,10 @@ fn with_sched<R>(cpu: usize, f: impl FnOnce(&mut CpuSched) -> R) -> R {
     x86_64::instructions::interrupts::without_interrupts(|| f(&mut SCHED[cpu].lock()))
 }
 static NEXT_TID: AtomicU64 = AtomicU64::new(1);
+/// Whether a CPU's `previous` slot holds a thread for `finish_switch` to drop. Touched only by
+/// that CPU, with interrupts off (the switch sets it, the switched-to context clears it).
+static PREVIOUS_PENDING: [core::sync::atomic::AtomicBool; smp::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; smp::MAX_CPUS];
 
 /// The thread running on this CPU (`None` while idle).
 pub fn current() -> Option<Arc<Thread>> {
@@ -293,8 +297,20 @@ extern "C" fn kernel_thread_exit() -> ! {
 
 /// Runs on the new context's stack right after every switch: drops the previous thread's
 /// reference (freeing a dead thread, whose stack is no longer in use).
+#[inline]
 pub extern "C" fn finish_switch() {
-    let prev = with_sched(percpu::this().cpu_index, |s| s.previous.take());
+    let cpu = percpu::this().cpu_index;
+    // Only `switch` leaves a previous thread behind (a direct switch hands its own reference
+    // on): without one, there is nothing to lock for.
+    if PREVIOUS_PENDING[cpu].load(Ordering::Relaxed) {
+        drop_previous(cpu);
+    }
+}
+
+#[inline(never)]
+fn drop_previous(cpu: usize) {
+    PREVIOUS_PENDING[cpu].store(false, Ordering::Relaxed);
+    let prev = with_sched(cpu, |s| s.previous.take());
     if let Some(p) = prev.as_ref().filter(|p| p.state() == State::Dead) {
         p.release_resources();
         if let Some(process) = &p.process {
@@ -375,53 +391,21 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
                 return switched_direct;
             }
         }
-        if let Some(p) = prev.as_ref().filter(|p| p.process.is_some() && p.state() != State::Dead) {
-            // SAFETY: `p` was running here until now, so the live FS/GS and FPU state is its
-            // own; interrupts are off and only this switch touches its slots.
-            unsafe {
-                *p.user_segments.get() = UserSegments::save();
-                if let Some(fpu) = (*p.fpu.get()).as_mut() {
-                    fpu.save();
-                }
-            }
-        }
         let save: *mut u64 = match &prev {
             Some(p) if p.state() == State::Dead => &mut s.discard_rsp,
             Some(p) => p.saved_rsp.get(),
             None => &mut s.idle_rsp,
         };
-        me.current_killed.store(
-            next.as_ref().and_then(|n| n.process.as_ref()).map_or(core::ptr::null_mut(), |p| p.killed_flag() as *const _ as *mut _),
-            Ordering::Relaxed,
-        );
+        if let Some(n) = &next {
+            n.set_state(State::Running);
+        }
+        // SAFETY: interrupts are off; `prev` ran on this CPU until now and `next` (ready or
+        // blocked, claimed under the lock) runs nowhere.
+        unsafe { exchange_context(me, prev.as_deref(), next.as_deref()) };
         let next_rsp = match &next {
-            Some(n) => {
-                n.set_state(State::Running);
-                let top = n.kstack.top;
-                entry::set_kernel_stack(cpu, top);
-                match &n.process {
-                    Some(p) => {
-                        p.ran_on.insert(cpu);
-                        // SAFETY: ring 0, interrupts off; `n` is not running anywhere, so its
-                        // saved state is stable, and it holds selectors it could load itself.
-                        unsafe {
-                            (*n.user_segments.get()).restore();
-                            if let Some(fpu) = (*n.fpu.get()).as_ref() {
-                                fpu.restore();
-                            }
-                        }
-                        paging::switch_to(p.pml4());
-                        p.load_io_ports(cpu);
-                    }
-                    None => paging::switch_to(paging::kernel_pml4()),
-                }
-                // SAFETY: a thread not running anywhere has its RSP saved (or its initial one).
-                unsafe { *n.saved_rsp.get() }
-            }
-            None => {
-                paging::switch_to(paging::kernel_pml4());
-                s.idle_rsp
-            }
+            // SAFETY: a thread not running anywhere has its RSP saved (or its initial one).
+            Some(n) => unsafe { *n.saved_rsp.get() },
+            None => s.idle_rsp,
         };
         if prev.is_none() && next.is_none() {
             drop(s);
@@ -431,6 +415,7 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
             return false;
         }
         s.current = next;
+        PREVIOUS_PENDING[cpu].store(prev.is_some(), Ordering::Relaxed);
         s.previous = prev;
         (save, next_rsp)
     };
@@ -443,6 +428,139 @@ fn switch(direct: Option<&Arc<Thread>>) -> bool {
         x86_64::instructions::interrupts::enable();
     }
     switched_direct
+}
+
+/// Leaves `prev`'s user state (FS/GS, FPU registers) in its slots and loads `next`'s, with the
+/// kernel stack, address space, I/O bitmap and killed flag `next` runs with (the kernel's
+/// address space for a kernel thread or the idle loop).
+///
+/// # Safety
+/// Interrupts are off on this CPU (`cpu`); `prev` ran here until now, so the live FS/GS and
+/// FPU state is its own; `next` is not running anywhere, so its saved state is stable.
+#[inline(always)]
+unsafe fn exchange_context(cpu: &percpu::PerCpu, prev: Option<&Thread>, next: Option<&Thread>) {
+    let mut live = None;
+    if let Some(p) = prev.filter(|p| p.process.is_some() && p.state() != State::Dead) {
+        let segments = UserSegments::save();
+        live = Some(segments);
+        // SAFETY: per the contract; only the context switch touches these slots.
+        unsafe {
+            *p.user_segments.get() = segments;
+            if let Some(fpu) = (*p.fpu.get()).as_mut() {
+                fpu.save();
+            }
+        }
+    }
+    let process = next.and_then(|n| n.process.as_deref());
+    cpu.current_killed.store(process.map_or(core::ptr::null_mut(), |p| p.killed_flag() as *const _ as *mut _), Ordering::Relaxed);
+    cpu.current_thread.store(next.map_or(core::ptr::null_mut(), |n| n as *const Thread as *mut _), Ordering::Relaxed);
+    let Some(n) = next else {
+        paging::switch_to(paging::kernel_pml4());
+        return;
+    };
+    entry::set_kernel_stack(cpu.cpu_index, n.kstack.top);
+    match process {
+        Some(p) => {
+            // The set only grows: a look first spares the locked write on every switch.
+            if !p.ran_on.contains(cpu.cpu_index) {
+                p.ran_on.insert(cpu.cpu_index);
+            }
+            // SAFETY: ring 0, interrupts off; `n` is not running anywhere, so its saved state
+            // is stable, and it holds selectors it could load itself.
+            unsafe {
+                (*n.user_segments.get()).restore(live.as_ref());
+                if let Some(fpu) = (*n.fpu.get()).as_ref() {
+                    fpu.restore();
+                }
+            }
+            paging::switch_to(p.pml4());
+            p.load_io_ports(cpu.cpu_index);
+        }
+        None => paging::switch_to(paging::kernel_pml4()),
+    }
+}
+
+/// The running thread without locking the scheduler or touching its reference count (the
+/// IPC fastpath's view of itself).
+///
+/// # Safety
+/// The reference is used only by the running thread itself, and not after it has ended: its
+/// CPU's `current` slot keeps it alive while it runs, and while it is switched out someone
+/// who will switch back to it holds it (a queue, a reply capability, a run queue).
+#[inline]
+pub unsafe fn current_ref<'a>() -> Option<&'a Thread> {
+    let t = percpu::this().current_thread.load(Ordering::Relaxed) as *const Thread;
+    // SAFETY: non-null is the running thread, alive per the contract.
+    unsafe { t.as_ref() }
+}
+
+/// This CPU's scheduler, locked, for the IPC fastpath's direct switch: it checks a partner's
+/// state and claims it under this lock, so no wake-up from another CPU interleaves.
+pub struct CpuLock {
+    guard: spin::MutexGuard<'static, CpuSched>,
+    cpu: &'static percpu::PerCpu,
+}
+
+impl CpuLock {
+    /// Locks this CPU's scheduler; interrupts must be off (the timer takes the same lock).
+    #[inline]
+    pub fn this() -> Self {
+        debug_assert!(!x86_64::instructions::interrupts::are_enabled());
+        let cpu = percpu::this();
+        CpuLock { guard: SCHED[cpu.cpu_index].lock(), cpu }
+    }
+
+    /// Whether `t` waits blocked on this CPU: a partner the fastpath may switch to.
+    pub fn blocked_here(&self, t: &Thread) -> bool {
+        t.cpu == self.cpu.cpu_index && t.state() == State::Blocked
+    }
+
+    /// Marks `me`, the running thread, blocked, unless its process is being killed (then
+    /// nothing changes and the result is false). As in `block_unless_killed`: the state is
+    /// stored before `killed` is read, so either we see the kill or the killer sees us blocked
+    /// and wakes us (after this lock is released).
+    pub fn block_current_unless_killed(&self, me: &Thread) -> bool {
+        me.set_state(State::Blocked);
+        core::sync::atomic::fence(Ordering::SeqCst);
+        if me.process.as_ref().is_some_and(|p| p.is_killed()) {
+            me.set_state(State::Running);
+            return false;
+        }
+        true
+    }
+
+    /// Undoes `block_current_unless_killed` when the fastpath gives up after all: false.
+    pub fn unblock(&self, me: &Thread) -> bool {
+        me.set_state(State::Running);
+        false
+    }
+
+    /// The running thread's own reference, out of the `current` slot: the fastpath moves it
+    /// to whoever will switch back to it (a reply capability, an endpoint's queue).
+    pub fn take_current(&mut self) -> Option<Arc<Thread>> {
+        self.guard.current.take()
+    }
+
+    /// Switches from `me` (the running thread, blocked by `block_current_unless_killed`,
+    /// whose reference `take_current` handed on) straight to `next`, a thread `blocked_here`
+    /// said waits on this CPU: no run queue, no scheduler decision, the time slice carried
+    /// on. Returns, with interrupts still off, when a switch (direct or not) resumes `me`.
+    pub fn switch_direct(mut self, me: &Thread, next: Arc<Thread>) {
+        debug_assert!(self.blocked_here(&next) && self.guard.current.is_none());
+        next.set_state(State::Running);
+        // SAFETY: interrupts are off (`this`); `me` ran here until now; `next` was blocked
+        // here, checked under this lock, so it runs nowhere.
+        unsafe { exchange_context(self.cpu, Some(me), Some(&next)) };
+        // SAFETY: `next` is switched out, so its saved RSP is stable.
+        let next_rsp = unsafe { *next.saved_rsp.get() };
+        self.guard.current = Some(next);
+        drop(self.guard);
+        // SAFETY: `me`'s save slot outlives the switch (whoever holds `me` keeps it alive);
+        // `next_rsp` was saved by a context switch of `next`. Interrupts stay off, so nothing on
+        // this CPU sees the half-switched state.
+        unsafe { sched_context_switch(me.saved_rsp.get(), next_rsp) };
+        finish_switch();
+    }
 }
 
 /// The timer's part: wake sleepers whose time has come, and count down the time slice.

@@ -130,7 +130,7 @@ fn prepare_receive(xfer: u64) -> Result<(), Error> {
 /// `prepare_receive`) returns `BadAddress` and leaves nothing behind: the message is consumed,
 /// its bytes and capability dropped, and no handle is added to the receiver's table. (The
 /// sender keeps its own capability: the message carried a derived copy.)
-fn incoming(p: &Process, frame: &mut TrapFrame, mut msg: Message, t: Option<Transfer>) -> Result<u64, Error> {
+pub(super) fn incoming(p: &Process, frame: &mut TrapFrame, mut msg: Message, t: Option<Transfer>) -> Result<u64, Error> {
     [frame.rsi, frame.rdx, frame.r10, frame.r8] = msg.words;
     let Some(mut t) = t else {
         // No transfer block: a buffer or capability sent along is dropped, and said so.
@@ -195,14 +195,14 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             let (ep, badge) = endpoint(p, a[0], Rights::SEND)?;
             let (msg, t) = outgoing(p, frame, badge)?;
             prepare_receive(frame.r9)?;
-            let reply = ep.call(me, msg)?;
+            let reply = ep.call(me, msg, frame.r9 == 0)?;
             incoming(p, frame, reply, t).map(|_| 0)
         })(),
         nr::RECV => (|| {
             let (ep, _) = endpoint(p, a[0], Rights::RECV)?;
             let t = if frame.r9 != 0 { Some(read_struct::<Transfer>(frame.r9)?) } else { None };
             prepare_receive(frame.r9)?;
-            let msg = ep.recv(me)?;
+            let msg = ep.recv(me, frame.r9 == 0)?;
             incoming(p, frame, msg, t)
         })(),
         nr::REPLY => (|| {
@@ -215,7 +215,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             prepare_receive(frame.r9)?;
             // A reply that cannot be delivered (the caller died) does not stop the server
             // loop: it receives the next message all the same.
-            let (_replied, received) = ipc::reply_recv(me, &ep, msg);
+            let (_replied, received) = ipc::reply_recv(me, &ep, msg, frame.r9 == 0);
             incoming(p, frame, received?, t)
         })(),
         nr::NOTIFY_SIGNAL => notification(p, a[0], Rights::SIGNAL).and_then(|n| {
@@ -319,7 +319,9 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
         },
         nr::IPC_STATS => {
             let s = &ipc::STATS;
-            let v = [&s.fastpath, &s.slowpath, &s.cross_cpu, &s.messages].map(|c| c.load(Ordering::Relaxed));
+            let mut v = [&s.fastpath, &s.slowpath, &s.cross_cpu, &s.messages].map(|c| c.load(Ordering::Relaxed));
+            // Every fastpath call or reply is a message too (counted once, not twice per trip).
+            v[3] += v[0];
             write_struct(a[0], &v).map(|_| 0)
         }
         _ => return None,

@@ -2,6 +2,7 @@
 //! Nothing a user program passes can make the kernel panic: bad numbers, ranges and pointers
 //! come back as `abi::Error` values.
 
+mod fastpath;
 pub mod ipc;
 pub mod uaccess;
 
@@ -25,6 +26,9 @@ const MAX_MAP: u64 = 64 * 1024 * 1024;
 const USER_RFLAGS: u64 = 0x0000_0cd5 | 1 << 8 | 1 << 18 | 1 << 16 | 1 << 21;
 
 pub fn dispatch(frame: &mut TrapFrame) {
+    if fastpath::try_fast(frame) {
+        return;
+    }
     #[cfg(feature = "testing")]
     if (nr::BENCH_FIRST..=nr::BENCH_LAST).contains(&frame.rax) {
         return crate::testing::bench::dispatch(frame);

@@ -164,6 +164,7 @@ fn tss_of(cpu_index: usize) -> *mut TssPage {
 
 /// Sets TSS.RSP0, the stack a ring-3 interrupt or exception switches to, on CPU `cpu_index`
 /// (which must be the caller's: only the running CPU changes its own TSS).
+#[inline]
 pub fn set_rsp0(cpu_index: usize, top: u64) {
     // SAFETY: the TSS is mapped for the CPU's lifetime; the CPU reads RSP0 only on event
     // delivery, which cannot interleave with this store on the same CPU in a way that matters:
@@ -174,6 +175,17 @@ pub fn set_rsp0(cpu_index: usize, top: u64) {
 /// The I/O ports open in each CPU's TSS bitmap, and whose they are (pid; 0: nobody's).
 static IO_LOADED: [spin::Mutex<(u64, alloc::vec::Vec<(u16, u16)>)>; super::smp::MAX_CPUS] =
     [const { spin::Mutex::new((0, alloc::vec::Vec::new())) }; super::smp::MAX_CPUS];
+
+/// Whether CPU `cpu_index`'s I/O bitmap opens any port (kept with `IO_LOADED`, readable
+/// without its lock).
+static IO_OPEN: [core::sync::atomic::AtomicBool; super::smp::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; super::smp::MAX_CPUS];
+
+/// No port is open in CPU `cpu_index`'s I/O bitmap.
+#[inline]
+pub fn io_bitmap_closed(cpu_index: usize) -> bool {
+    !IO_OPEN[cpu_index].load(core::sync::atomic::Ordering::Acquire)
+}
 
 /// Opens exactly `ports` (base, length) in CPU `cpu_index`'s I/O bitmap for process `pid`,
 /// closing those of the process that had it before. Only the running CPU changes its own
@@ -209,6 +221,7 @@ pub fn load_io_ports(cpu_index: usize, pid: u64, ports: &[(u16, u16)]) {
     loaded.0 = pid;
     loaded.1.clear();
     loaded.1.extend_from_slice(ports);
+    IO_OPEN[cpu_index].store(!ports.is_empty(), core::sync::atomic::Ordering::Release);
 }
 
 /// Where this CPU's alias of the SYSCALL trampoline lives.

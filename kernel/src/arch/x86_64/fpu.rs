@@ -46,6 +46,18 @@ pub struct Config {
 }
 
 static CONFIG: Once<Config> = Once::new();
+/// `CONFIG`'s instruction as a byte (`SaveInstr as u8`), for the context switch: one load
+/// instead of a `Once` lookup per save and restore.
+static INSTR: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(SaveInstr::Fxsave as u8);
+
+#[inline]
+fn save_instr() -> SaveInstr {
+    match INSTR.load(core::sync::atomic::Ordering::Relaxed) {
+        x if x == SaveInstr::Xsaveopt as u8 => SaveInstr::Xsaveopt,
+        x if x == SaveInstr::Xsave as u8 => SaveInstr::Xsave,
+        _ => SaveInstr::Fxsave,
+    }
+}
 
 /// The BSP's choice, which every AP repeats.
 pub fn config() -> Config {
@@ -95,6 +107,7 @@ pub fn init_this_cpu() {
             Config { instr: if xsaveopt { SaveInstr::Xsaveopt } else { SaveInstr::Xsave }, xcr0, size }
         }
     });
+    INSTR.store(config.instr as u8, core::sync::atomic::Ordering::Relaxed);
     if config.instr != SaveInstr::Fxsave {
         match here {
             Some((xcr0, _)) if xcr0 & config.xcr0 == config.xcr0 => enable_xsave(config.xcr0),
@@ -158,7 +171,7 @@ impl FpuState {
         // instruction writes (RFBM = XCR0); XSAVEOPT's optimizations are sound because the area
         // was the last one XRSTOR loaded on this CPU for this thread (`restore` at switch-in).
         unsafe {
-            match config().instr {
+            match save_instr() {
                 SaveInstr::Fxsave => core::arch::asm!("fxsave64 [{}]", in(reg) p, options(nostack)),
                 SaveInstr::Xsave => core::arch::asm!("xsave64 [{}]", in(reg) p, in("eax") lo, in("edx") hi, options(nostack)),
                 SaveInstr::Xsaveopt => core::arch::asm!("xsaveopt64 [{}]", in(reg) p, in("eax") lo, in("edx") hi, options(nostack)),
@@ -176,7 +189,7 @@ impl FpuState {
         let (lo, hi) = (u32::MAX, u32::MAX);
         // SAFETY: as above.
         unsafe {
-            match config().instr {
+            match save_instr() {
                 SaveInstr::Fxsave => core::arch::asm!("fxrstor64 [{}]", in(reg) p, options(nostack, readonly)),
                 _ => core::arch::asm!("xrstor64 [{}]", in(reg) p, in("eax") lo, in("edx") hi, options(nostack, readonly)),
             }

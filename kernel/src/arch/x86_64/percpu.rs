@@ -37,6 +37,10 @@ pub struct PerCpu {
     /// idle loop runs), so the way back to ring 3 checks it without locking the scheduler.
     /// Written only by the context switch, with interrupts off.
     pub current_killed: AtomicPtr<AtomicBool>,
+    /// The running thread (`sched::Thread`, type-erased here; null while idle), kept alive by
+    /// the scheduler's `current` slot. Written only by the context switch, with interrupts
+    /// off; the IPC fastpath reads it instead of locking the scheduler.
+    pub current_thread: AtomicPtr<core::ffi::c_void>,
     /// Atomic-IST entries completed by a nested entry on their behalf.
     pub aist_proxied: AtomicU64,
     /// Why an atomic-IST entry gave up (forcing #DF); 0 if none did.
@@ -79,6 +83,7 @@ impl PerCpu {
                 bad_iret_kills: AtomicU64::new(0),
                 need_resched: AtomicBool::new(false),
                 current_killed: AtomicPtr::new(core::ptr::null_mut()),
+                current_thread: AtomicPtr::new(core::ptr::null_mut()),
                 aist_proxied: AtomicU64::new(0),
                 aist_failure: AtomicU64::new(0),
                 nmi_count: AtomicU64::new(0),

@@ -21,10 +21,15 @@ use x86_64::VirtAddr;
 use super::entry::{self, Backend};
 
 static LKGS: AtomicBool = AtomicBool::new(false);
+/// CR4.FSGSBASE is on (every CPU that has it, `cpu::init`): the FS base moves with
+/// RDFSBASE/WRFSBASE, not through its MSR.
+static FSGSBASE: AtomicBool = AtomicBool::new(false);
 
-/// Whether the context switch loads GS selectors with LKGS (the CPU has it: every FRED CPU).
-pub fn init(lkgs: bool) {
+/// Whether the context switch loads GS selectors with LKGS (the CPU has it: every FRED CPU),
+/// and reads and writes the FS base with RDFSBASE/WRFSBASE (the CPU has FSGSBASE).
+pub fn init(lkgs: bool, fsgsbase: bool) {
     LKGS.store(lkgs, Ordering::Relaxed);
+    FSGSBASE.store(fsgsbase, Ordering::Relaxed);
     log::info!("user GS selectors load with {}", if lkgs { "LKGS" } else { "SWAPGS; mov gs; SWAPGS" });
 }
 
@@ -35,6 +40,30 @@ pub struct UserSegments {
     gs: u16,
     fs_base: u64,
     gs_base: u64,
+}
+
+/// The live FS base (the user's: the kernel never uses FS).
+#[inline]
+fn read_fs_base() -> u64 {
+    if FSGSBASE.load(Ordering::Relaxed) {
+        let base: u64;
+        // SAFETY: CR4.FSGSBASE is set on every CPU (`cpu::init`), so RDFSBASE is defined.
+        unsafe { core::arch::asm!("rdfsbase {}", out(reg) base, options(nomem, nostack, preserves_flags)) };
+        base
+    } else {
+        FsBase::read().as_u64()
+    }
+}
+
+#[inline]
+fn write_fs_base(base: u64) {
+    if FSGSBASE.load(Ordering::Relaxed) {
+        // SAFETY: as in `read_fs_base`; the value came from `read_fs_base`, so it is
+        // canonical (WRFSBASE would #GP on a non-canonical one).
+        unsafe { core::arch::asm!("wrfsbase {}", in(reg) base, options(nomem, nostack, preserves_flags)) };
+    } else {
+        FsBase::write(VirtAddr::new_truncate(base));
+    }
 }
 
 fn selectors() -> (u16, u16) {
@@ -48,17 +77,22 @@ fn selectors() -> (u16, u16) {
 
 impl UserSegments {
     /// The running user thread's state, from the kernel (ring 0, kernel GS base live).
+    #[inline]
     pub fn save() -> UserSegments {
         let (fs, gs) = selectors();
-        UserSegments { fs, gs, fs_base: FsBase::read().as_u64(), gs_base: KernelGsBase::read().as_u64() }
+        UserSegments { fs, gs, fs_base: read_fs_base(), gs_base: KernelGsBase::read().as_u64() }
     }
 
-    /// Makes this the state the next return to user space finds.
+    /// Makes this the state the next return to user space finds. `live`: the state in the CPU
+    /// now, if known (just saved from the thread switched away from): bases equal to it are
+    /// not written again (WRMSR is slow; threads of one program mostly share their values).
     ///
     /// # Safety
     /// Ring 0 with the kernel's GS base live and interrupts off; the selectors were loadable in
-    /// ring 3 (they come from `save`, or are null), so loading them in ring 0 cannot fault.
-    pub unsafe fn restore(&self) {
+    /// ring 3 (they come from `save`, or are null), so loading them in ring 0 cannot fault;
+    /// `live`, if given, is what `save` returned with nothing loaded since.
+    #[inline]
+    pub unsafe fn restore(&self, live: Option<&UserSegments>) {
         let (fs, gs) = selectors();
         if fs != self.fs {
             // SAFETY: the kernel never addresses through FS; the base is written below.
@@ -82,7 +116,14 @@ impl UserSegments {
                 };
             }
         }
-        FsBase::write(VirtAddr::new_truncate(self.fs_base));
-        KernelGsBase::write(VirtAddr::new_truncate(self.gs_base));
+        // A selector load above may have changed a base (from the descriptor): then the saved
+        // base must be written whatever `live` says.
+        let same = live.filter(|l| l.fs == fs && l.gs == gs && fs == self.fs && gs == self.gs);
+        if same.is_none_or(|l| l.fs_base != self.fs_base) {
+            write_fs_base(self.fs_base);
+        }
+        if same.is_none_or(|l| l.gs_base != self.gs_base) {
+            KernelGsBase::write(VirtAddr::new_truncate(self.gs_base));
+        }
     }
 }

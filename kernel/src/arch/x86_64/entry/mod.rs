@@ -121,6 +121,7 @@ mod facade {
     }
 
     /// The kernel stack the next event from ring 3 lands on (the running thread's), on this CPU.
+    #[inline]
     pub fn set_kernel_stack(cpu_index: usize, top: u64) {
         percpu::this().kernel_stack_top.store(top, Ordering::Relaxed);
         crate::arch::x86_64::cea::set_rsp0(cpu_index, top);

@@ -46,6 +46,13 @@ impl SavedSs {
         const MASK: u64 = 0xf << 48 | 0xff << 32 | 1 << 57;
         self.0 & MASK == SavedSs::new(event_type::OTHER, OTHER_SYSCALL, true).0
     }
+    /// A page fault (a hardware exception with vector 14, whatever the mode): what `decode`
+    /// calls `Exception { vector: PF, .. }`, in one compare.
+    #[inline(always)]
+    pub fn is_page_fault(self) -> bool {
+        const MASK: u64 = 0xf << 48 | 0xff << 32;
+        self.0 & MASK == SavedSs::new(event_type::HARDWARE_EXCEPTION, vector::PF, false).0
+    }
     pub const fn new(event_type: u8, vector: u8, long_mode: bool) -> SavedSs {
         SavedSs((event_type as u64) << 48 | (vector as u64) << 32 | (long_mode as u64) << 57)
     }
@@ -97,6 +104,26 @@ mod tests {
         for v in 0..=255u8 {
             assert_eq!(dec(SOFTWARE_INTERRUPT, v), Event::SoftwareInterrupt { vector: v });
         }
+    }
+
+    #[test]
+    fn the_shortcuts_agree_with_the_full_decode() {
+        for t in 0..16u8 {
+            for v in 0..=255u8 {
+                for long_mode in [false, true] {
+                    let ss = SavedSs::new(t, v, long_mode);
+                    let full = decode(ss, 0x55, 0x1000);
+                    assert_eq!(ss.is_syscall64(), full == Event::Syscall(SyscallKind::Syscall64), "type {t} vector {v}");
+                    assert_eq!(
+                        ss.is_page_fault(),
+                        full == Event::Exception { vector: vector::PF, error_code: 0x55, info: 0x1000 },
+                        "type {t} vector {v}"
+                    );
+                }
+            }
+        }
+        // Bits outside the type and vector (the stack level, the selector) do not matter.
+        assert!(SavedSs(SavedSs::new(HARDWARE_EXCEPTION, 14, true).0 | 0x2b | 3 << 52).is_page_fault());
     }
 
     #[test]

@@ -52,6 +52,13 @@ extern "C" fn fred_user_event(frame: &mut TrapFrame) {
         handlers::before_user_return();
         return;
     }
+    // Then the user page fault (demand paging), also without it.
+    if SavedSs(frame.ss).is_page_fault() {
+        let event = Event::Exception { vector: vector::PF, error_code: frame.error_code, info: event_data(frame) };
+        handlers::user_event(frame, event);
+        handlers::before_user_return();
+        return;
+    }
     let event = decode(frame);
     handlers::user_event(frame, event);
     // Only the NMI's (or #MC's) own ERETU unblocks NMIs under FRED: such a frame must be
@@ -184,6 +191,7 @@ pub fn init_this_cpu(cpu_index: usize) {
 }
 
 /// The stack a ring-3 event switches to: the running thread's kernel stack.
+#[inline]
 pub fn set_rsp0(top: u64) {
     // SAFETY: FRED is on; the stack is the thread's, mapped and page-aligned.
     unsafe { Msr::new(IA32_FRED_RSP0).write(top) };
