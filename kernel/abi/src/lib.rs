@@ -151,8 +151,9 @@ pub mod syscall {
     pub const KLOG_READ: u64 = 51;
     /// `servers_ready(modules)`: init reports its servers up; the kernel prints READY.
     pub const SERVERS_READY: u64 = 52;
-    /// `ipc_stats(out: *mut [u64; 4])`: fastpath deliveries, slowpath deliveries, of those
-    /// cross-CPU, and messages delivered, over all CPUs.
+    /// `ipc_stats(out: *mut [u64; 4])`: calls and replies that took the fastpath (registers
+    /// handed over, a direct switch), deliveries of the generic path, of those cross-CPU, and
+    /// messages delivered (both paths), over all CPUs.
     pub const IPC_STATS: u64 = 53;
     /// `thread_cap(tid) -> handle`: a capability (CONTROL, GRANT) to a thread of the caller's
     /// own process.

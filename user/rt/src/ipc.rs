@@ -238,9 +238,11 @@ pub fn thread_wait(t: u64) -> Result<abi::thread_exit::ThreadExit, Error> {
 /// IPC counters over all CPUs.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct IpcStats {
-    /// Deliveries that switched straight to a partner waiting on the same CPU.
+    /// Calls and replies the kernel's fastpath delivered: register-only messages to a partner
+    /// waiting on the same CPU with no transfer block, handed over with a direct switch.
     pub fastpath: u64,
-    /// Deliveries that went through the partner's run queue.
+    /// Deliveries of the generic path (a direct switch to a partner on the same CPU, or its
+    /// run queue).
     pub slowpath: u64,
     /// Of those, to another CPU.
     pub cross_cpu: u64,
