@@ -25,15 +25,13 @@ pub struct Sender {
     msg: Message,
     /// A call: the sender waits on for the reply once the message is taken.
     call: bool,
-    /// A call with no transfer block: its reply may come in registers (the fastpath).
-    regs_only: bool,
 }
 
-/// A receiver waiting for a sender.
+/// A receiver waiting for a sender (any receiver can take a register-only message from the
+/// fastpath: its transfer block, if any, already says "nothing received", see
+/// `syscall::fastpath`).
 pub struct Receiver {
     pub thread: Arc<Thread>,
-    /// It receives with no transfer block: a sender may hand it the message in registers.
-    pub regs_only: bool,
 }
 
 pub type Queue = Rendezvous<Sender, Receiver>;
@@ -70,15 +68,15 @@ impl Endpoint {
 
     /// A sender arrives. For a call, returns the reply; for a send, an empty message once a
     /// receiver has taken it.
-    fn arrive(&self, me: &Arc<Thread>, msg: Message, call: bool, regs_only: bool) -> Result<Message, Error> {
-        let arrival = self.queue.lock().send(Sender { thread: me.clone(), msg, call, regs_only });
+    fn arrive(&self, me: &Arc<Thread>, msg: Message, call: bool) -> Result<Message, Error> {
+        let arrival = self.queue.lock().send(Sender { thread: me.clone(), msg, call });
         match arrival {
             Arrival::Closed => Err(Error::PeerDied),
             Arrival::Paired(s, receiver) => {
                 STATS.messages.fetch_add(1, Ordering::Relaxed);
                 let mut msg = s.msg;
                 if call {
-                    msg.reply = Some(ReplyCap::new(me.clone(), regs_only));
+                    msg.reply = Some(ReplyCap::new(me.clone()));
                     prepare_wait(me);
                     deliver_and_switch(&receiver.thread, Ok(msg));
                     drop(receiver);
@@ -121,18 +119,16 @@ impl Endpoint {
     }
 
     pub fn send(&self, me: &Arc<Thread>, msg: Message) -> Result<(), Error> {
-        self.arrive(me, msg, false, false).map(drop)
+        self.arrive(me, msg, false).map(drop)
     }
 
-    /// `regs_only`: the caller has no transfer block (the reply may come in registers).
-    pub fn call(&self, me: &Arc<Thread>, msg: Message, regs_only: bool) -> Result<Message, Error> {
-        self.arrive(me, msg, true, regs_only)
+    pub fn call(&self, me: &Arc<Thread>, msg: Message) -> Result<Message, Error> {
+        self.arrive(me, msg, true)
     }
 
     /// Receives a message; a call's reply capability is kept in the thread for `reply`.
-    /// `regs_only`: the receiver has no transfer block (a sender may use the fastpath).
-    pub fn recv(&self, me: &Arc<Thread>, regs_only: bool) -> Result<Message, Error> {
-        let arrival = self.queue.lock().recv(Receiver { thread: me.clone(), regs_only });
+    pub fn recv(&self, me: &Arc<Thread>) -> Result<Message, Error> {
+        let arrival = self.queue.lock().recv(Receiver { thread: me.clone() });
         let msg = match arrival {
             Arrival::Closed => return Err(Error::PeerDied),
             Arrival::Paired(s, _) => take_queued(s),
@@ -148,7 +144,7 @@ fn take_queued(s: Sender) -> Message {
     STATS.messages.fetch_add(1, Ordering::Relaxed);
     let mut msg = s.msg;
     if s.call {
-        msg.reply = Some(ReplyCap::new(s.thread, s.regs_only));
+        msg.reply = Some(ReplyCap::new(s.thread));
     } else {
         deliver(&s.thread, Ok(Message::default()));
     }
@@ -183,13 +179,13 @@ pub fn reply(me: &Arc<Thread>, msg: Message) -> Result<(), Error> {
 /// Replies to the last call, then receives on `ep`. When the caller waits on this CPU and no
 /// message is queued on `ep`, the reply switches straight to the caller (fastpath), and the
 /// caller's next call finds us already waiting.
-pub fn reply_recv(me: &Arc<Thread>, ep: &Endpoint, msg: Message, regs_only: bool) -> (Result<(), Error>, Result<Message, Error>) {
+pub fn reply_recv(me: &Arc<Thread>, ep: &Endpoint, msg: Message) -> (Result<(), Error>, Result<Message, Error>) {
     let caller = match take_caller(me) {
         Ok(c) => c,
-        Err(e) => return (Err(e), ep.recv(me, regs_only)),
+        Err(e) => return (Err(e), ep.recv(me)),
     };
     STATS.messages.fetch_add(1, Ordering::Relaxed);
-    let arrival = ep.queue.lock().recv(Receiver { thread: me.clone(), regs_only });
+    let arrival = ep.queue.lock().recv(Receiver { thread: me.clone() });
     let received = match arrival {
         Arrival::Queued => {
             prepare_wait(me);

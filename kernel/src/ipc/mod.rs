@@ -87,16 +87,13 @@ mod kernel_side {
     pub struct ReplyCap {
         pub caller: Arc<Thread>,
         used: AtomicBool,
-        /// The caller waits with no transfer block: the reply may be handed over in its
-        /// registers by the fastpath.
-        pub regs_only: bool,
     }
 
     impl ReplyCap {
         /// Owned by exactly one place at a time (the message, then the server thread), so it
         /// needs no allocation of its own.
-        pub fn new(caller: Arc<Thread>, regs_only: bool) -> Self {
-            Self { caller, used: AtomicBool::new(false), regs_only }
+        pub fn new(caller: Arc<Thread>) -> Self {
+            Self { caller, used: AtomicBool::new(false) }
         }
 
         /// Spends the capability on a reply the fastpath hands over itself (into the caller's

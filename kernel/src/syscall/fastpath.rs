@@ -1,5 +1,6 @@
-//! The IPC fastpath: `call` and `reply_recv` when the message is four registers and the
-//! partner already waits, blocked on this CPU, with no transfer block of its own.
+//! The IPC fastpath: `call` and `reply_recv` when the message is four registers (no transfer
+//! block, or one that sends neither bytes nor a capability) and the partner already waits,
+//! blocked on this CPU.
 //!
 //! Then a call is: look the capability up in the caller's table (borrowed, under the table's
 //! lock), take the first receiver off the endpoint's queue, hand it the words, the badge and
@@ -10,14 +11,20 @@
 //! `current`. A `reply_recv` is the mirror image: the reply capability's caller is switched to,
 //! and the server's `Arc` moves into the endpoint's queue, where the next call finds it.
 //!
-//! Everything else takes the generic path (`super::ipc`), which stays the reference: transfer
-//! blocks (buffers, capabilities), a partner on another CPU, not blocked, already killed or
-//! waiting with a transfer block, a closed endpoint, queued senders. The decision is made
-//! before anything changes, so a refused fastpath leaves no trace. Both paths interoperate: a
-//! thread the fastpath blocked may be woken by the generic path (a kill, a reply with a
-//! buffer, a dying server's reply capability), and then finishes its call the generic way;
-//! a thread blocked by the generic path in a receive or call without a transfer block may be
-//! handed a message by the fastpath, which `ipc::wait_inbox` finds in its `FastMsg` slot.
+//! Everything else takes the generic path (`super::ipc`), which stays the reference: bytes or
+//! a capability to send, a partner on another CPU, not blocked or already killed, a closed
+//! endpoint, queued senders. The decision is made before anything changes (but for the
+//! clearing of the caller's received fields, which the generic path does first as well), so
+//! a refused fastpath leaves no trace. Both paths interoperate: a thread the fastpath blocked
+//! may be woken by the generic path (a kill, a reply with a buffer, a dying server's reply
+//! capability), and then finishes its call the generic way; a thread the generic path blocked
+//! in a receive or call may be handed a message by the fastpath, which `ipc::wait_inbox`
+//! finds in its `FastMsg` slot.
+//!
+//! A waiting partner's transfer block needs nothing from a register-only message: its
+//! received fields were cleared before it waited (`prepare_receive`), which is what a message
+//! without bytes or capability writes there. The partner writes them once more itself when it
+//! resumes, so that what its block says does not depend on the path.
 //!
 //! Lock order: the thread's reply-capability slot, the caller's capability table, the
 //! endpoint's queue, this CPU's scheduler, then a thread's `FastMsg` slot.
@@ -28,6 +35,7 @@ use crate::arch::x86_64::entry::frame::TrapFrame;
 use crate::ipc::{self, FastMsg, KObject, Receiver, ReplyCap, Withdrawal, STATS};
 use crate::sched::{self, CpuLock, Thread};
 use abi::cap::Rights;
+use abi::ipc::{Transfer, MAX_BUFFER, NO_CAP};
 use abi::{syscall as nr, Error};
 
 /// Tries the fastpath for the system call in `frame`; true if it was handled (the result is
@@ -36,7 +44,7 @@ use abi::{syscall as nr, Error};
 /// every other call pays two compares.
 #[inline(always)]
 pub fn try_fast(frame: &mut TrapFrame) -> bool {
-    if frame.r9 != 0 || !(frame.rax == nr::CALL || frame.rax == nr::REPLY_RECV) {
+    if !(frame.rax == nr::CALL || frame.rax == nr::REPLY_RECV) {
         return false;
     }
     fast(frame)
@@ -44,6 +52,10 @@ pub fn try_fast(frame: &mut TrapFrame) -> bool {
 
 #[inline(never)]
 fn fast(frame: &mut TrapFrame) -> bool {
+    // With interrupts on: the block is user memory, which may fault in.
+    if frame.r9 != 0 && !sends_nothing(frame.r9) {
+        return false;
+    }
     // SAFETY: used only within this system call of the running thread, which cannot end
     // while it runs here.
     let Some(me) = (unsafe { sched::current_ref() }) else { return false };
@@ -60,6 +72,26 @@ fn fast(frame: &mut TrapFrame) -> bool {
         x86_64::instructions::interrupts::enable();
     }
     handled
+}
+
+/// Whether the transfer block at `xfer` sends neither bytes nor a capability and is valid, as
+/// the generic path checks it (`outgoing`); its received fields are cleared as there
+/// (`prepare_receive`). False for anything the generic path would refuse or must handle.
+fn sends_nothing(xfer: u64) -> bool {
+    let Ok(t) = super::ipc::read_struct::<Transfer>(xfer) else { return false };
+    t.send_len == 0 && t.send_cap == NO_CAP && t.recv_cap_len as usize <= MAX_BUFFER * 64 && super::ipc::prepare_receive(xfer).is_ok()
+}
+
+/// After a hand-over: the received fields of our transfer block, if any, say "nothing
+/// received" (as `prepare_receive` left them, unless another of our threads wrote there
+/// meanwhile). With interrupts on, since the block may fault in; `BadAddress` as on the
+/// generic path if it became unwritable (the message is consumed all the same).
+fn write_nothing_received(frame: &TrapFrame) -> Result<(), Error> {
+    if frame.r9 == 0 {
+        return Ok(());
+    }
+    x86_64::instructions::interrupts::enable();
+    super::ipc::write_received(frame.r9, &Transfer::default())
 }
 
 fn words(frame: &TrapFrame) -> [u64; 4] {
@@ -80,7 +112,7 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
     let mut queue = ep.queue();
     let mut cpu = CpuLock::this();
     match queue.first_receiver() {
-        Some(r) if r.regs_only && cpu.blocked_here(&r.thread) => {}
+        Some(r) if cpu.blocked_here(&r.thread) => {}
         _ => return false,
     }
     if !cpu.block_current_unless_killed(me) {
@@ -93,7 +125,7 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
     drop(caps);
     STATS.fastpath.fetch_add(1, Ordering::Relaxed);
     // SAFETY: `server` is blocked on this CPU, claimed under `cpu` (held until the switch).
-    unsafe { server.ipc.hand_over(FastMsg { badge, words: words(frame), reply: Some(ReplyCap::new(me_ref, true)) }) };
+    unsafe { server.ipc.hand_over(FastMsg { badge, words: words(frame), reply: Some(ReplyCap::new(me_ref)) }) };
     cpu.switch_direct(me, server);
     // Resumed: by the server's fastpath reply (the words in our slot), or by the generic
     // path (a reply with a buffer, the server gone, our process killed).
@@ -101,7 +133,10 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
     match handed {
         Some(reply) => {
             set_words(frame, reply.words);
-            frame.rax = 0;
+            frame.rax = match write_nothing_received(frame) {
+                Ok(()) => 0,
+                Err(e) => e.to_raw(),
+            };
         }
         None => finish_generically(frame, me, |me| ipc::wait_inbox(me, || Withdrawal::NotQueued), false),
     }
@@ -113,7 +148,7 @@ fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
     let Some(p) = me.process.as_deref() else { return false };
     let mut slot = me.ipc.caller.lock();
     match slot.as_ref() {
-        Some(rc) if rc.regs_only && !rc.caller_gone() => {}
+        Some(rc) if !rc.caller_gone() => {}
         _ => return false,
     }
     let caps = p.caps.lock();
@@ -135,7 +170,7 @@ fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
     let Some(client) = slot.take().map(ReplyCap::into_caller) else { unreachable!("checked above") };
     drop(slot);
     let ep = ep.clone();
-    queue.queue_receiver(Receiver { thread: me_ref, regs_only: true });
+    queue.queue_receiver(Receiver { thread: me_ref });
     drop(queue);
     drop(caps);
     STATS.fastpath.fetch_add(1, Ordering::Relaxed);
@@ -150,9 +185,14 @@ fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
             set_words(frame, msg.words);
             frame.rax = msg.badge;
             // Our caller slot was emptied before the switch and only we touch it.
-            let mut slot = me.ipc.caller.lock();
-            debug_assert!(slot.is_none());
-            *slot = msg.reply;
+            {
+                let mut slot = me.ipc.caller.lock();
+                debug_assert!(slot.is_none());
+                *slot = msg.reply;
+            }
+            if let Err(e) = write_nothing_received(frame) {
+                frame.rax = e.to_raw();
+            }
         }
         None => finish_generically(frame, me, |me| ep.wait_received(me), true),
     }
@@ -173,7 +213,16 @@ fn finish_generically(
     let Some(me_ref) = sched::current() else { unreachable!("resumed outside a thread") };
     debug_assert!(core::ptr::eq(&*me_ref, me));
     let Some(p) = me.process.as_deref() else { unreachable!("a user thread has a process") };
-    frame.rax = match wait(&me_ref).and_then(|msg| super::ipc::incoming(p, frame, msg, None)) {
+    // A transfer block here sent nothing (`sends_nothing`) and had its received fields
+    // cleared: read back, it takes what the delivery brings, as on the generic path.
+    // (If it became unreadable meanwhile, the delivery is consumed and the call fails with
+    // `BadAddress`, as `incoming` would fail to write it.)
+    let block = match frame.r9 {
+        0 => Ok(None),
+        xfer => super::ipc::read_struct::<Transfer>(xfer).map(Some),
+    };
+    let received = wait(&me_ref);
+    frame.rax = match block.and_then(|t| received.and_then(|msg| super::ipc::incoming(p, frame, msg, t))) {
         Ok(badge) if receive => badge,
         Ok(_) => 0,
         Err(e) => e.to_raw(),

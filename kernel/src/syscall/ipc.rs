@@ -65,7 +65,7 @@ fn zeroed(len: usize) -> Result<Vec<u8>, Error> {
     Ok(v)
 }
 
-fn read_struct<T: Copy + Default>(addr: u64) -> Result<T, Error> {
+pub(super) fn read_struct<T: Copy + Default>(addr: u64) -> Result<T, Error> {
     let mut v = T::default();
     // SAFETY: `T` is a plain-old-data `repr(C)` ABI struct (integers only), so any bytes are
     // a valid value; the slice covers exactly `v`.
@@ -110,14 +110,14 @@ const _: () = assert!(
         && core::mem::size_of::<Transfer>() as u64 == RECEIVED_AT + 24
 );
 
-fn write_received(xfer: u64, t: &Transfer) -> Result<(), Error> {
+pub(super) fn write_received(xfer: u64, t: &Transfer) -> Result<(), Error> {
     write_struct(xfer.checked_add(RECEIVED_AT).ok_or(Error::BadAddress)?, &[t.recv_len, t.recv_cap, t.recv_truncated])
 }
 
 /// Before a receive takes a message: the transfer block must take the result. Clearing its
 /// received fields now refuses a read-only (or vanished) block while the message still waits
 /// in the endpoint, instead of after it was taken.
-fn prepare_receive(xfer: u64) -> Result<(), Error> {
+pub(super) fn prepare_receive(xfer: u64) -> Result<(), Error> {
     if xfer == 0 {
         return Ok(());
     }
@@ -195,14 +195,14 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             let (ep, badge) = endpoint(p, a[0], Rights::SEND)?;
             let (msg, t) = outgoing(p, frame, badge)?;
             prepare_receive(frame.r9)?;
-            let reply = ep.call(me, msg, frame.r9 == 0)?;
+            let reply = ep.call(me, msg)?;
             incoming(p, frame, reply, t).map(|_| 0)
         })(),
         nr::RECV => (|| {
             let (ep, _) = endpoint(p, a[0], Rights::RECV)?;
             let t = if frame.r9 != 0 { Some(read_struct::<Transfer>(frame.r9)?) } else { None };
             prepare_receive(frame.r9)?;
-            let msg = ep.recv(me, frame.r9 == 0)?;
+            let msg = ep.recv(me)?;
             incoming(p, frame, msg, t)
         })(),
         nr::REPLY => (|| {
@@ -215,7 +215,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             prepare_receive(frame.r9)?;
             // A reply that cannot be delivered (the caller died) does not stop the server
             // loop: it receives the next message all the same.
-            let (_replied, received) = ipc::reply_recv(me, &ep, msg, frame.r9 == 0);
+            let (_replied, received) = ipc::reply_recv(me, &ep, msg);
             incoming(p, frame, received?, t)
         })(),
         nr::NOTIFY_SIGNAL => notification(p, a[0], Rights::SIGNAL).and_then(|n| {

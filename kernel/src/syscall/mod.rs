@@ -26,12 +26,12 @@ const MAX_MAP: u64 = 64 * 1024 * 1024;
 const USER_RFLAGS: u64 = 0x0000_0cd5 | 1 << 8 | 1 << 18 | 1 << 16 | 1 << 21;
 
 pub fn dispatch(frame: &mut TrapFrame) {
-    if fastpath::try_fast(frame) {
-        return;
-    }
     #[cfg(feature = "testing")]
     if (nr::BENCH_FIRST..=nr::BENCH_LAST).contains(&frame.rax) {
         return crate::testing::bench::dispatch(frame);
+    }
+    if fastpath::try_fast(frame) {
+        return;
     }
     let Some(thread) = sched::current() else {
         frame.rax = Error::NoSuchCall.to_raw();

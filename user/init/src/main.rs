@@ -94,7 +94,10 @@ mod program {
         // Spawning passes only what has GRANT; the child gets it without.
         let name_echo = ipc::cap_derive(name, Rights::SEND | Rights::GRANT, name::register_badge(b"echo"))?;
         let name_lookup = ipc::cap_derive(name, Rights::SEND | Rights::GRANT, name::LOOKUP_ONLY)?;
-        let echo_process = spawn("echo", "echo", &[name_echo, console], None, Some((exits, ECHO_BIT)))?;
+        // echo on the last CPU, where server_crash's victims run: their register-only calls
+        // (SLOW, CRASH) reach it through the kernel's fastpath, across address spaces.
+        let last_cpu = sys::cpu_count().unwrap_or(1).saturating_sub(1);
+        let echo_process = spawn("echo", "echo", &[name_echo, console], Some(last_cpu), Some((exits, ECHO_BIT)))?;
         let _ = ipc::cap_delete(name_echo);
         // echo is up when it has registered.
         let mut tries = 0;
