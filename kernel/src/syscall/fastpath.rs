@@ -94,6 +94,16 @@ fn write_nothing_received(frame: &TrapFrame) -> Result<(), Error> {
     super::ipc::write_received(frame.r9, &Transfer::default())
 }
 
+/// Drops `x`; a `None` (the fastpath's case every time) costs no destructor call.
+#[inline(always)]
+fn drop_if_some<T>(x: Option<T>) {
+    if x.is_some() {
+        drop(x);
+    } else {
+        core::mem::forget(x);
+    }
+}
+
 fn words(frame: &TrapFrame) -> [u64; 4] {
     [frame.rsi, frame.rdx, frame.r10, frame.r8]
 }
@@ -131,8 +141,11 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
     // path (a reply with a buffer, the server gone, our process killed).
     let handed = me.ipc.take_handed();
     match handed {
-        Some(reply) => {
-            set_words(frame, reply.words);
+        Some(FastMsg { words, reply, .. }) => {
+            // A reply carries no reply capability of its own.
+            debug_assert!(reply.is_none());
+            drop_if_some(reply);
+            set_words(frame, words);
             frame.rax = match write_nothing_received(frame) {
                 Ok(()) => 0,
                 Err(e) => e.to_raw(),
@@ -187,8 +200,9 @@ fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
             // Our caller slot was emptied before the switch and only we touch it.
             {
                 let mut slot = me.ipc.caller.lock();
-                debug_assert!(slot.is_none());
-                *slot = msg.reply;
+                let old = core::mem::replace(&mut *slot, msg.reply);
+                debug_assert!(old.is_none(), "our caller slot was emptied before the switch");
+                drop_if_some(old);
             }
             if let Err(e) = write_nothing_received(frame) {
                 frame.rax = e.to_raw();

@@ -164,6 +164,7 @@ impl FpuState {
     ///
     /// # Safety
     /// Ring 0 on the CPU where the area's thread was running until now, with interrupts off.
+    #[inline]
     pub unsafe fn save(&mut self) {
         let p = self.area.as_ptr();
         let (lo, hi) = (u32::MAX, u32::MAX);
@@ -184,6 +185,7 @@ impl FpuState {
     /// # Safety
     /// Ring 0, interrupts off, on the thread's CPU just before it runs. The area holds only
     /// what `new` or `save` wrote, so its MXCSR and header are valid and XRSTOR cannot fault.
+    #[inline]
     pub unsafe fn restore(&self) {
         let p = self.area.as_ptr();
         let (lo, hi) = (u32::MAX, u32::MAX);
