@@ -120,6 +120,11 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
     let KObject::Endpoint(ep) = &cap.object else { return false };
     let badge = cap.badge;
     let mut queue = ep.queue();
+    // A receiver on another CPU (or none) is the generic path's: known before any more locking.
+    let here = crate::arch::x86_64::percpu::this().cpu_index;
+    if !queue.first_receiver().is_some_and(|r| r.thread.cpu == here) {
+        return false;
+    }
     let mut cpu = CpuLock::this();
     match queue.first_receiver() {
         Some(r) if cpu.blocked_here(&r.thread) => {}
@@ -160,8 +165,9 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
 fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
     let Some(p) = me.process.as_deref() else { return false };
     let mut slot = me.ipc.caller.lock();
+    let here = crate::arch::x86_64::percpu::this().cpu_index;
     match slot.as_ref() {
-        Some(rc) if !rc.caller_gone() => {}
+        Some(rc) if rc.caller.cpu == here && !rc.caller_gone() => {}
         _ => return false,
     }
     let caps = p.caps.lock();
