@@ -120,16 +120,19 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
     let KObject::Endpoint(ep) = &cap.object else { return false };
     let badge = cap.badge;
     let mut queue = ep.queue();
-    // A receiver on another CPU (or none) is the generic path's: known before any more locking.
+    // A receiver on another CPU (or none) is the generic path's: known before the scheduler
+    // lock is taken.
     let here = crate::arch::x86_64::percpu::this().cpu_index;
-    if !queue.first_receiver().is_some_and(|r| r.thread.cpu == here) {
-        return false;
-    }
-    let mut cpu = CpuLock::this();
-    match queue.first_receiver() {
-        Some(r) if cpu.blocked_here(&r.thread) => {}
+    let mut cpu = match queue.first_receiver() {
+        Some(r) if r.thread.cpu == here => {
+            let cpu = CpuLock::this();
+            if !cpu.blocked_here(&r.thread) {
+                return false;
+            }
+            cpu
+        }
         _ => return false,
-    }
+    };
     if !cpu.block_current_unless_killed(me) {
         return false;
     }
