@@ -77,6 +77,8 @@ mod kernel_side {
         pub badge: u64,
         pub words: [u64; 4],
         pub data: Vec<u8>,
+        /// What `data` costs the sender's budget, given back when the message is dropped.
+        pub data_charge: Option<crate::mm::budget::Charge>,
         pub cap: Option<Cap>,
         /// For a call: where the receiver's reply goes.
         pub reply: Option<ReplyCap>,

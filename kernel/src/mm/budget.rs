@@ -2,7 +2,8 @@
 //!
 //! Every process draws from one [`Budget`]: the frames of its address space (pages and page
 //! tables), its threads (kernel stack, FPU area, the thread itself), the endpoints and
-//! notifications it creates, and its fixed tables (capability slots, `map` ranges). A charge
+//! notifications it creates, the message buffers it has in flight, and its fixed tables
+//! (capability slots, `map` ranges). A charge
 //! that would take the budget past its limit fails, and the system call that wanted it
 //! returns `NoMemory`; nobody else notices.
 //!
@@ -26,7 +27,7 @@ use spin::Mutex;
 pub enum Kind {
     /// Frames of the address space: user pages and page tables.
     Frames = 0,
-    /// Threads: kernel stack, FPU area, thread state, an in-flight message buffer.
+    /// Threads: kernel stack, FPU area, thread state.
     Threads = 1,
     Endpoints = 2,
     Notifications = 3,
@@ -35,9 +36,12 @@ pub enum Kind {
     /// Budgets carved out for children: bytes still out, objects the open (not yet closed)
     /// ones.
     Grants = 5,
+    /// Message buffers in flight (`send`, `call`, `reply`): charged to the sender from the
+    /// copy out of its memory until the receiver has taken the bytes.
+    Messages = 6,
 }
 
-pub const KINDS: usize = 6;
+pub const KINDS: usize = 7;
 
 /// A charge was refused: the budget is at its limit, or closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

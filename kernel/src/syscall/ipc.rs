@@ -80,7 +80,8 @@ fn write_struct<T: Copy>(addr: u64, v: &T) -> Result<(), Error> {
     uaccess::copy_to_user(addr, bytes)
 }
 
-/// The outgoing message in the caller's registers and transfer block.
+/// The outgoing message in the caller's registers and transfer block. Its buffer is charged
+/// to the caller's budget until the receiver has taken it; a refused call leaves nothing held.
 fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Option<Transfer>), Error> {
     let mut msg = Message { badge, words: [frame.rsi, frame.rdx, frame.r10, frame.r8], ..Default::default() };
     if frame.r9 == 0 {
@@ -91,6 +92,8 @@ fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Opti
         return Err(Error::InvalidArgument);
     }
     if t.send_len > 0 {
+        // Charged first: a sender at its limit is refused before the kernel allocates.
+        msg.data_charge = Some(Charge::new(&p.budget, Kind::Messages, t.send_len).map_err(|_| Error::NoMemory)?);
         msg.data = zeroed(t.send_len as usize)?;
         uaccess::copy_from_user(&mut msg.data, t.send_buf)?;
     }
@@ -419,6 +422,8 @@ fn memory_info(p: &Process, h: u64, out: u64) -> Result<u64, Error> {
         tables: o(Kind::Process),
         grants: o(Kind::Grants),
         granted: u.bytes[Kind::Grants as usize],
+        messages: o(Kind::Messages),
+        message_bytes: u.bytes[Kind::Messages as usize],
         free_frames: crate::mm::phys::free_frames(),
         cached_frames: (pooled + retired) as u64 * stack_frames
             + (heap_mapped - crate::mm::heap::HEAP_INITIAL) / 4096
