@@ -225,6 +225,51 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_charge_leaves_the_budget_and_its_parent_exactly_as_they_were() {
+        let root = Budget::root(1 << 20);
+        let child = root.grant(10_000).unwrap();
+        for (kind, bytes) in [(Kind::Threads, 4000), (Kind::Messages, 1024), (Kind::Endpoints, 300), (Kind::Frames, 4096)] {
+            child.charge(kind, bytes).unwrap();
+        }
+        let (mine, parents, left) = (child.usage(), root.usage(), child.available());
+        assert_eq!(left, 10_000 - 9420);
+        for kind in [Kind::Frames, Kind::Threads, Kind::Endpoints, Kind::Notifications, Kind::Process, Kind::Messages] {
+            assert_eq!(child.charge(kind, left + 1), Err(Exhausted));
+            assert_eq!(Charge::new(&child, kind, u64::MAX).err(), Some(Exhausted));
+        }
+        assert_eq!(child.grant(left + 1).err(), Some(Exhausted));
+        assert_eq!((child.usage(), root.usage()), (mine, parents), "a refusal changed a figure");
+        // Exactly what is left is still granted.
+        child.charge(Kind::Messages, left).unwrap();
+        assert_eq!(child.available(), 0);
+    }
+
+    #[test]
+    fn a_revoked_budget_refuses_everything_and_changes_nothing() {
+        let root = Budget::root(1000);
+        let child = root.grant(500).unwrap();
+        child.charge(Kind::Threads, 100).unwrap();
+        child.close();
+        let (mine, parents) = (child.usage(), root.usage());
+        assert_eq!(child.charge(Kind::Messages, 1), Err(Exhausted));
+        assert_eq!(child.charge(Kind::Frames, 0), Err(Exhausted), "not even nothing");
+        assert!(child.grant(1).is_err());
+        assert_eq!((child.usage(), root.usage()), (mine, parents));
+    }
+
+    #[test]
+    fn a_message_charge_is_counted_apart_and_given_back_when_dropped() {
+        let root = Budget::root(10_000);
+        let b = root.grant(5000).unwrap();
+        let held: Vec<_> = (0..4).map(|_| Charge::new(&b, Kind::Messages, 1024).unwrap()).collect();
+        let u = b.usage();
+        assert_eq!((u.objects[Kind::Messages as usize], u.bytes[Kind::Messages as usize]), (4, 4096));
+        assert!(Charge::new(&b, Kind::Messages, 1024).is_err(), "a fifth full buffer is past the limit");
+        drop(held);
+        assert_eq!(b.usage(), Usage { limit: 5000, peak: 4096, ..Default::default() });
+    }
+
+    #[test]
     fn a_huge_charge_cannot_wrap_around() {
         let b = Budget::root(u64::MAX - 1);
         b.charge(Kind::Frames, 10).unwrap();
