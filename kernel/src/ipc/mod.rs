@@ -158,6 +158,10 @@ mod kernel_side {
                     return Err(Error::PeerDied);
                 }
                 if !w.iter().any(|x| Arc::ptr_eq(x, me)) {
+                    if w.try_reserve(1).is_err() {
+                        sched::mark_running(me);
+                        return Err(Error::NoMemory);
+                    }
                     w.push(me.clone());
                 }
             }

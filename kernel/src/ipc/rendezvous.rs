@@ -2,7 +2,9 @@
 //! receivers, of which at most one side is ever non-empty. A sender that arrives while a
 //! receiver waits is paired with the first receiver (FIFO), and vice versa; otherwise it
 //! queues. A waiter can withdraw (its thread is killed) and the whole endpoint can close (its
-//! server ended), which hands every waiter back so that each gets an error.
+//! server ended), which hands every waiter back so that each gets an error. A queue that
+//! cannot grow (no kernel heap) refuses the arrival and changes nothing; pairing never needs
+//! the heap.
 //!
 //! Pure and host-tested; `super::endpoint` instantiates it with threads and messages.
 
@@ -24,6 +26,9 @@ pub enum Arrival<S, R> {
     Queued,
     /// The endpoint is closed: the arrival is handed back.
     Closed,
+    /// Nobody was waiting and the queue cannot grow (no kernel heap): the arrival is dropped
+    /// and the endpoint is as it was.
+    Refused,
 }
 
 impl<S, R> Default for Rendezvous<S, R> {
@@ -43,6 +48,7 @@ impl<S, R> Rendezvous<S, R> {
         }
         match self.receivers.pop_front() {
             Some(r) => Arrival::Paired(s, r),
+            None if self.senders.try_reserve(1).is_err() => Arrival::Refused,
             None => {
                 self.senders.push_back(s);
                 Arrival::Queued
@@ -56,6 +62,7 @@ impl<S, R> Rendezvous<S, R> {
         }
         match self.senders.pop_front() {
             Some(s) => Arrival::Paired(s, r),
+            None if self.receivers.try_reserve(1).is_err() => Arrival::Refused,
             None => {
                 self.receivers.push_back(r);
                 Arrival::Queued
@@ -155,6 +162,37 @@ mod tests {
         assert_eq!(e.recv(12), Arrival::Queued);
         assert_eq!(e.withdraw_receiver(|r| *r == 12), Some(12));
         assert_eq!(e.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn a_queue_the_heap_cannot_grow_refuses_the_arrival_and_keeps_its_order() {
+        use crate::alloc_failure::refusing;
+        let mut e = Rendezvous::<u32, u32>::new();
+        let mut next = 0;
+        while e.senders.len() < e.senders.capacity() || next == 0 {
+            next += 1;
+            assert_eq!(e.send(next), Arrival::Queued);
+        }
+        assert_eq!(refusing(|| e.send(999)), Arrival::Refused);
+        assert_eq!(e.waiting(), (next as usize, 0));
+        // A receiver pairs without the heap, with the first sender: the order is intact.
+        assert_eq!(refusing(|| e.recv(100)), Arrival::Paired(1, 100));
+        // Now there is room again for one queued sender, without new heap.
+        assert_eq!(refusing(|| e.send(next + 1)), Arrival::Queued);
+        let order: Vec<_> = (0..next).map(|i| match e.recv(200 + i) {
+            Arrival::Paired(s, _) => s,
+            other => panic!("{other:?}"),
+        }).collect();
+        assert_eq!(order, (2..=next + 1).collect::<Vec<_>>());
+        // The same for receivers.
+        let mut e = Rendezvous::<u32, u32>::new();
+        while e.receivers.len() < e.receivers.capacity() || e.receivers.is_empty() {
+            e.recv(1);
+        }
+        let waiting = e.waiting();
+        assert_eq!(refusing(|| e.recv(2)), Arrival::Refused);
+        assert_eq!(e.waiting(), waiting);
+        assert_eq!(refusing(|| e.send(3)), Arrival::Paired(3, 1));
     }
 
     #[test]

@@ -230,8 +230,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             if a[1] == 0 || signal_bits(a[1]).is_err() || a[2] > 3_600_000 {
                 return Err(Error::InvalidArgument);
             }
-            ipc::timer_after(a[2].div_ceil(1000 / apic::TIMER_HZ), n, a[1]);
-            Ok(0)
+            ipc::timer_after(a[2].div_ceil(1000 / apic::TIMER_HZ), n, a[1]).map(|_| 0)
         }),
         nr::IRQ_BIND => (|| {
             let KObject::Irq(irq) = cap(p, a[0], Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
@@ -365,6 +364,11 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
         _ => return Err(Error::NotFound),
     };
     let image = crate::boot::module(&name).ok_or(Error::NotFound)?;
+    // The child's handle must have a slot: checked before it starts (and if another thread
+    // took the last slot meanwhile, the child is ended again below).
+    if !p.caps.lock().has_room() {
+        return Err(Error::NoMemory);
+    }
     let budget = p.budget.grant(if s.budget == 0 { abi::ipc::DEFAULT_BUDGET } else { s.budget }).map_err(|_| Error::NoMemory)?;
     let child = Process::spawn_with(&name, image, &arg, caps, cpu, budget).map_err(|e| {
         if crate::sched::user_log_allowed(p) {
@@ -389,7 +393,12 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
             spawned.push(Arc::downgrade(&child));
         }
     }
-    p.caps.lock().insert(CapNode::root(KObject::Process(child), Rights::CONTROL | Rights::GRANT)).map_err(cap_error)
+    let handle = p.caps.lock().insert(CapNode::root(KObject::Process(child.clone()), Rights::CONTROL | Rights::GRANT));
+    handle.map_err(|e| {
+        // Nobody could name it: it ends, and its budget returns to the caller.
+        child.kill(-1);
+        cap_error(e)
+    })
 }
 
 /// `memory_info(p, out)`: the budget of `p` (or the caller's, for `NO_CAP`) and the kernel's
