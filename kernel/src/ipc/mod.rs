@@ -76,9 +76,8 @@ mod kernel_side {
     pub struct Message {
         pub badge: u64,
         pub words: [u64; 4],
-        pub data: Vec<u8>,
-        /// What `data` costs the sender's budget, given back when the message is dropped.
-        pub data_charge: Option<crate::mm::budget::Charge>,
+        /// Charged to the sender's budget until the message is dropped.
+        pub data: crate::mm::budget::ChargedBytes,
         pub cap: Option<Cap>,
         /// For a call: where the receiver's reply goes.
         pub reply: Option<ReplyCap>,

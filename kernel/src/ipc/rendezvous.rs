@@ -31,6 +31,19 @@ pub enum Arrival<S, R> {
     Refused,
 }
 
+/// Whether `q` can take one more entry: the heap is asked only when it is full (out of line,
+/// so that `send` and `recv` stay small enough to inline into the IPC fastpath).
+#[inline]
+fn room_for_one<T>(q: &mut VecDeque<T>) -> bool {
+    q.len() < q.capacity() || grow_by_one(q)
+}
+
+#[cold]
+#[inline(never)]
+fn grow_by_one<T>(q: &mut VecDeque<T>) -> bool {
+    q.try_reserve(1).is_ok()
+}
+
 impl<S, R> Default for Rendezvous<S, R> {
     fn default() -> Self {
         Self::new()
@@ -42,13 +55,14 @@ impl<S, R> Rendezvous<S, R> {
         Self { senders: VecDeque::new(), receivers: VecDeque::new(), closed: false }
     }
 
+    #[inline]
     pub fn send(&mut self, s: S) -> Arrival<S, R> {
         if self.closed {
             return Arrival::Closed;
         }
         match self.receivers.pop_front() {
             Some(r) => Arrival::Paired(s, r),
-            None if self.senders.try_reserve(1).is_err() => Arrival::Refused,
+            None if !room_for_one(&mut self.senders) => Arrival::Refused,
             None => {
                 self.senders.push_back(s);
                 Arrival::Queued
@@ -56,13 +70,14 @@ impl<S, R> Rendezvous<S, R> {
         }
     }
 
+    #[inline]
     pub fn recv(&mut self, r: R) -> Arrival<S, R> {
         if self.closed {
             return Arrival::Closed;
         }
         match self.senders.pop_front() {
             Some(s) => Arrival::Paired(s, r),
-            None if self.receivers.try_reserve(1).is_err() => Arrival::Refused,
+            None if !room_for_one(&mut self.receivers) => Arrival::Refused,
             None => {
                 self.receivers.push_back(r);
                 Arrival::Queued

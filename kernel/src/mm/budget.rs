@@ -18,7 +18,9 @@
 //!
 //! Pure logic (a spin lock and integers), host-tested.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use spin::Mutex;
 
 /// What a charge pays for (kept per kind, for the accounting report).
@@ -207,6 +209,65 @@ impl Drop for Charge {
     }
 }
 
+/// Bytes on the kernel heap charged to a budget ([`Kind::Messages`]) until they are dropped:
+/// a message's buffer in flight. As small as a `Vec<u8>` (the charge is the length), so a
+/// message without a buffer costs what it did before there was a charge.
+#[derive(Default)]
+pub struct ChargedBytes {
+    bytes: Box<[u8]>,
+    budget: Option<Arc<Budget>>,
+}
+
+impl ChargedBytes {
+    /// `len` zero bytes charged to `budget` (none for 0). At the limit, or when the heap has
+    /// no room, refused with nothing charged or allocated.
+    pub fn zeroed(budget: &Arc<Budget>, len: usize) -> Result<Self, Exhausted> {
+        if len == 0 {
+            return Ok(Self::default());
+        }
+        // The heap first, then the charge: a refusal of either leaves the budget exactly as
+        // it was (its peak too); the bytes are freed at once.
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| Exhausted)?;
+        budget.charge(Kind::Messages, len as u64)?;
+        v.resize(len, 0);
+        // Exactly `len` reserved: no reallocation here.
+        Ok(Self { bytes: v.into_boxed_slice(), budget: Some(budget.clone()) })
+    }
+}
+
+impl core::ops::Deref for ChargedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl core::ops::DerefMut for ChargedBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl Drop for ChargedBytes {
+    /// Inlined: most messages carry no bytes, and the IPC fastpath drops several.
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.budget.is_some() {
+            self.release();
+        }
+    }
+}
+
+impl ChargedBytes {
+    #[cold]
+    fn release(&mut self) {
+        if let Some(b) = self.budget.take() {
+            b.release(Kind::Messages, self.bytes.len() as u64);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,15 +319,30 @@ mod tests {
     }
 
     #[test]
-    fn a_message_charge_is_counted_apart_and_given_back_when_dropped() {
+    fn message_bytes_are_charged_apart_and_given_back_when_dropped() {
         let root = Budget::root(10_000);
         let b = root.grant(5000).unwrap();
-        let held: Vec<_> = (0..4).map(|_| Charge::new(&b, Kind::Messages, 1024).unwrap()).collect();
+        let held: Vec<_> = (0..4).map(|_| ChargedBytes::zeroed(&b, 1024).unwrap()).collect();
+        assert!(held.iter().all(|m| m.len() == 1024 && m.iter().all(|&x| x == 0)));
         let u = b.usage();
         assert_eq!((u.objects[Kind::Messages as usize], u.bytes[Kind::Messages as usize]), (4, 4096));
-        assert!(Charge::new(&b, Kind::Messages, 1024).is_err(), "a fifth full buffer is past the limit");
+        let before = (b.usage(), root.usage());
+        assert!(ChargedBytes::zeroed(&b, 1024).is_err(), "a fifth full buffer is past the limit");
+        assert_eq!((b.usage(), root.usage()), before, "the refused buffer left nothing charged");
+        let empty = ChargedBytes::zeroed(&b, 0).unwrap();
+        assert_eq!((empty.len(), b.usage().objects[Kind::Messages as usize]), (0, 4), "no bytes, no charge");
         drop(held);
         assert_eq!(b.usage(), Usage { limit: 5000, peak: 4096, ..Default::default() });
+    }
+
+    #[test]
+    fn message_bytes_the_heap_cannot_hold_are_refused_with_nothing_charged() {
+        let b = Budget::root(1 << 20);
+        let before = b.usage();
+        let r = crate::alloc_failure::refusing(|| ChargedBytes::zeroed(&b, 1024).map(drop));
+        assert_eq!(r, Err(Exhausted));
+        assert_eq!(b.usage(), before);
+        assert!(ChargedBytes::zeroed(&b, 1024).is_ok());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::arch::x86_64::{apic, smp};
 use crate::ipc::cap::{CapError, CapNode};
 use crate::ipc::{self, Cap, Endpoint, KObject, Message, Notification};
 use crate::mm::account;
-use crate::mm::budget::{Charge, Kind};
+use crate::mm::budget::{Charge, ChargedBytes, Kind};
 use crate::sched::{Process, Thread};
 use abi::cap::Rights;
 use abi::ipc::{SpawnArgs, Transfer, MAX_BUFFER, NO_CAP};
@@ -92,9 +92,7 @@ fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Opti
         return Err(Error::InvalidArgument);
     }
     if t.send_len > 0 {
-        // Charged first: a sender at its limit is refused before the kernel allocates.
-        msg.data_charge = Some(Charge::new(&p.budget, Kind::Messages, t.send_len).map_err(|_| Error::NoMemory)?);
-        msg.data = zeroed(t.send_len as usize)?;
+        msg.data = ChargedBytes::zeroed(&p.budget, t.send_len as usize).map_err(|_| Error::NoMemory)?;
         uaccess::copy_from_user(&mut msg.data, t.send_buf)?;
     }
     if t.send_cap != NO_CAP {

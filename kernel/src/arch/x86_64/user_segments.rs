@@ -48,6 +48,8 @@ fn selectors() -> (u16, u16) {
 
 impl UserSegments {
     /// The running user thread's state, from the kernel (ring 0, kernel GS base live).
+    /// Inlined (like `restore`) into the context switch, whose cost the bench checks.
+    #[inline(always)]
     pub fn save() -> UserSegments {
         let (fs, gs) = selectors();
         UserSegments { fs, gs, fs_base: FsBase::read().as_u64(), gs_base: KernelGsBase::read().as_u64() }
@@ -58,6 +60,7 @@ impl UserSegments {
     /// # Safety
     /// Ring 0 with the kernel's GS base live and interrupts off; the selectors were loadable in
     /// ring 3 (they come from `save`, or are null), so loading them in ring 0 cannot fault.
+    #[inline(always)]
     pub unsafe fn restore(&self) {
         let (fs, gs) = selectors();
         if fs != self.fs {
