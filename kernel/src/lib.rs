@@ -14,6 +14,9 @@ pub mod sched;
 
 extern crate alloc;
 
+#[cfg(test)]
+pub mod alloc_failure;
+
 /// Architecture code; on the host only its pure parts build (for their unit tests).
 pub mod arch;
 #[cfg(target_os = "none")]

@@ -514,7 +514,8 @@ pub mod ipc {
         /// 1 once revoked or closed: every charge fails.
         pub closed: u64,
         /// Live objects charged: frames (pages and page tables), threads, endpoints,
-        /// notifications, the process's own tables (1), budgets carved out for children.
+        /// notifications, the process's own tables (1), budgets carved out for children,
+        /// message buffers in flight (sent and not yet received, in `message_bytes` bytes).
         pub frames: u64,
         pub threads: u64,
         pub endpoints: u64,
@@ -523,6 +524,8 @@ pub mod ipc {
         pub grants: u64,
         /// Bytes handed to children (part of `used`).
         pub granted: u64,
+        pub messages: u64,
+        pub message_bytes: u64,
         /// The kernel: free frames, frames it keeps for reuse (pooled kernel stacks, heap
         /// grown beyond its start, the kernel half's page tables), heap bytes in use and
         /// mapped.

@@ -197,6 +197,12 @@ impl<T: Clone> CapTable<T> {
         Ok(())
     }
 
+    /// Whether an `insert` would find a slot (the heap permitting): checked before work that
+    /// must not be done unless its capability can be handed out (`spawn`).
+    pub fn has_room(&self) -> bool {
+        self.slots.len() < SLOTS || self.slots.iter().any(|s| s.cap.is_none())
+    }
+
     /// Handles in use (for reports).
     pub fn len(&self) -> usize {
         self.slots.iter().filter(|s| s.cap.is_some()).count()
@@ -337,6 +343,81 @@ mod tests {
         }
         assert_eq!(made, MAX_DEPTH);
         assert!(t.get(h, Rights::ALL).is_ok(), "the deepest copy still works");
+    }
+
+    /// Every slot's generation and what it holds: equal before and after a refused call
+    /// means the call changed nothing.
+    fn contents(t: &CapTable<u32>) -> Vec<(u32, Option<(u32, u32, u64)>)> {
+        t.slots.iter().map(|s| (s.generation, s.cap.as_ref().map(|c| (c.object, c.rights.bits(), c.badge)))).collect()
+    }
+
+    #[test]
+    fn a_full_table_refuses_an_insert_and_is_unchanged() {
+        let mut t = CapTable::new();
+        for i in 0..SLOTS {
+            t.insert(CapNode::root(i as u32, Rights::ALL)).unwrap();
+        }
+        t.delete(handle(7, 1)).unwrap();
+        t.insert(CapNode::root(700, Rights::SEND)).unwrap();
+        assert!(!t.has_room());
+        let before = contents(&t);
+        let refused = CapNode::root(9999, Rights::ALL);
+        assert_eq!(t.insert(refused.clone()).err(), Some(CapError::Full));
+        assert_eq!(contents(&t), before);
+        assert_eq!((t.len(), t.slots.len()), (SLOTS, SLOTS));
+        assert_eq!(Arc::strong_count(&refused), 1, "the table kept no reference to what it refused");
+    }
+
+    #[test]
+    fn a_table_the_heap_cannot_grow_refuses_an_insert_and_is_unchanged() {
+        let mut t = CapTable::new();
+        let mut handles = Vec::new();
+        while t.slots.len() < t.slots.capacity() || t.slots.is_empty() {
+            handles.push(t.insert(CapNode::root(handles.len() as u32, Rights::ALL)).unwrap());
+        }
+        assert!(t.has_room(), "the bound is not what refuses here");
+        let before = contents(&t);
+        let node = CapNode::root(42, Rights::ALL);
+        let r = crate::alloc_failure::refusing(|| t.insert(node.clone()));
+        assert_eq!(r, Err(CapError::Full));
+        assert_eq!(contents(&t), before);
+        assert_eq!(Arc::strong_count(&node), 1);
+        // A free slot needs no heap: reuse works while the heap refuses.
+        t.delete(handles[1]).unwrap();
+        let r = crate::alloc_failure::refusing(|| t.insert(node.clone()));
+        assert_eq!(r, Ok(handle(1, 2)));
+        // And once the heap has room again, the table grows.
+        assert!(t.insert(CapNode::root(43, Rights::ALL)).is_ok());
+    }
+
+    #[test]
+    fn a_derivation_refused_by_a_full_table_leaves_no_child_behind() {
+        // `cap_derive`: the copy is made, then inserted; a refused insert drops it again.
+        let (mut t, h) = table_with(1, Rights::ALL);
+        for i in 1..SLOTS {
+            t.insert(CapNode::root(i as u32, Rights::ALL)).unwrap();
+        }
+        let parent = t.get(h, Rights::empty()).unwrap();
+        let refs = Arc::strong_count(&parent);
+        let before = contents(&t);
+        let child = parent.derive(Rights::SEND, 5).unwrap();
+        assert_eq!(t.insert(child).err(), Some(CapError::Full));
+        assert_eq!(Arc::strong_count(&parent), refs, "the refused copy no longer holds its parent");
+        assert_eq!(contents(&t), before);
+    }
+
+    #[test]
+    fn refused_handles_change_nothing() {
+        let (mut t, h) = table_with(1, Rights::SEND);
+        t.insert(CapNode::root(2, Rights::ALL)).unwrap();
+        t.delete(h).unwrap();
+        let before = contents(&t);
+        for bad in [h, 0, handle(SLOTS, 1), handle(5, 1), u64::MAX] {
+            assert!(t.delete(bad).is_err());
+            assert!(t.revoke(bad).is_err());
+            assert!(t.get(bad, Rights::empty()).is_err());
+        }
+        assert_eq!(contents(&t), before);
     }
 
     #[test]

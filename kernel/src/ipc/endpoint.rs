@@ -72,6 +72,7 @@ impl Endpoint {
         let arrival = self.queue.lock().send(Sender { thread: me.clone(), msg, call });
         match arrival {
             Arrival::Closed => Err(Error::PeerDied),
+            Arrival::Refused => Err(Error::NoMemory),
             Arrival::Paired(s, receiver) => {
                 STATS.messages.fetch_add(1, Ordering::Relaxed);
                 let mut msg = s.msg;
@@ -131,6 +132,7 @@ impl Endpoint {
         let arrival = self.queue.lock().recv(Receiver { thread: me.clone() });
         let msg = match arrival {
             Arrival::Closed => return Err(Error::PeerDied),
+            Arrival::Refused => return Err(Error::NoMemory),
             Arrival::Paired(s, _) => take_queued(s),
             Arrival::Queued => wait_inbox(me, || self.withdraw_receiver(me))?,
         };
@@ -199,6 +201,10 @@ pub fn reply_recv(me: &Arc<Thread>, ep: &Endpoint, msg: Message) -> (Result<(), 
         Arrival::Closed => {
             caller.answer(Ok(msg));
             Err(Error::PeerDied)
+        }
+        Arrival::Refused => {
+            caller.answer(Ok(msg));
+            Err(Error::NoMemory)
         }
     };
     (Ok(()), received.map(|m| keep_reply(me, m)))

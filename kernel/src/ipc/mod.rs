@@ -76,7 +76,8 @@ mod kernel_side {
     pub struct Message {
         pub badge: u64,
         pub words: [u64; 4],
-        pub data: Vec<u8>,
+        /// Charged to the sender's budget until the message is dropped.
+        pub data: crate::mm::budget::ChargedBytes,
         pub cap: Option<Cap>,
         /// For a call: where the receiver's reply goes.
         pub reply: Option<ReplyCap>,
@@ -214,6 +215,10 @@ mod kernel_side {
                     return Err(Error::PeerDied);
                 }
                 if !w.iter().any(|x| Arc::ptr_eq(x, me)) {
+                    if w.try_reserve(1).is_err() {
+                        sched::mark_running(me);
+                        return Err(Error::NoMemory);
+                    }
                     w.push(me.clone());
                 }
             }

@@ -111,18 +111,25 @@ static TIMERS: Mutex<Vec<(u64, Weak<Notification>, u64)>> = Mutex::new(Vec::new(
 static TIMERS_ARMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// Signals `bits` on `n` once `ticks` timer ticks of CPU 0 have passed, replacing a timer
-/// `n` already has.
-pub fn timer_after(ticks: u64, n: Arc<Notification>, bits: u64) {
+/// `n` already has; `NoMemory` (and `n`'s earlier timer, if any, left as it was) if the list
+/// cannot grow.
+pub fn timer_after(ticks: u64, n: Arc<Notification>, bits: u64) -> Result<(), Error> {
     let deadline = percpu::of(0).ticks.load(Ordering::Relaxed) + ticks.max(1);
     without_interrupts(|| {
         let mut timers = TIMERS.lock();
-        timers.retain(|(_, m, _)| m.strong_count() > 0 && !core::ptr::eq(m.as_ptr(), Arc::as_ptr(&n)));
         // One timer per notification at most: bounded by the notifications budgets paid for.
-        if timers.try_reserve(1).is_ok() {
-            timers.push((deadline, Arc::downgrade(&n), bits));
+        let mine = |m: &Weak<Notification>| core::ptr::eq(m.as_ptr(), Arc::as_ptr(&n));
+        match timers.iter_mut().find(|(_, m, _)| mine(m)) {
+            Some(t) => *t = (deadline, Arc::downgrade(&n), bits),
+            None => {
+                timers.retain(|(_, m, _)| m.strong_count() > 0);
+                timers.try_reserve(1).map_err(|_| Error::NoMemory)?;
+                timers.push((deadline, Arc::downgrade(&n), bits));
+            }
         }
         TIMERS_ARMED.store(true, Ordering::Release);
-    });
+        Ok(())
+    })
 }
 
 /// From CPU 0's timer interrupt.

@@ -2,7 +2,9 @@
 //! receivers, of which at most one side is ever non-empty. A sender that arrives while a
 //! receiver waits is paired with the first receiver (FIFO), and vice versa; otherwise it
 //! queues. A waiter can withdraw (its thread is killed) and the whole endpoint can close (its
-//! server ended), which hands every waiter back so that each gets an error.
+//! server ended), which hands every waiter back so that each gets an error. A queue that
+//! cannot grow (no kernel heap) refuses the arrival and changes nothing; pairing never needs
+//! the heap.
 //!
 //! Pure and host-tested; `super::endpoint` instantiates it with threads and messages.
 
@@ -24,6 +26,22 @@ pub enum Arrival<S, R> {
     Queued,
     /// The endpoint is closed: the arrival is handed back.
     Closed,
+    /// Nobody was waiting and the queue cannot grow (no kernel heap): the arrival is dropped
+    /// and the endpoint is as it was.
+    Refused,
+}
+
+/// Whether `q` can take one more entry: the heap is asked only when it is full (out of line,
+/// so that `send` and `recv` stay small enough to inline into the IPC fastpath).
+#[inline]
+fn room_for_one<T>(q: &mut VecDeque<T>) -> bool {
+    q.len() < q.capacity() || grow_by_one(q)
+}
+
+#[cold]
+#[inline(never)]
+fn grow_by_one<T>(q: &mut VecDeque<T>) -> bool {
+    q.try_reserve(1).is_ok()
 }
 
 impl<S, R> Default for Rendezvous<S, R> {
@@ -37,12 +55,14 @@ impl<S, R> Rendezvous<S, R> {
         Self { senders: VecDeque::new(), receivers: VecDeque::new(), closed: false }
     }
 
+    #[inline]
     pub fn send(&mut self, s: S) -> Arrival<S, R> {
         if self.closed {
             return Arrival::Closed;
         }
         match self.receivers.pop_front() {
             Some(r) => Arrival::Paired(s, r),
+            None if !room_for_one(&mut self.senders) => Arrival::Refused,
             None => {
                 self.senders.push_back(s);
                 Arrival::Queued
@@ -50,12 +70,14 @@ impl<S, R> Rendezvous<S, R> {
         }
     }
 
+    #[inline]
     pub fn recv(&mut self, r: R) -> Arrival<S, R> {
         if self.closed {
             return Arrival::Closed;
         }
         match self.senders.pop_front() {
             Some(s) => Arrival::Paired(s, r),
+            None if !room_for_one(&mut self.receivers) => Arrival::Refused,
             None => {
                 self.receivers.push_back(r);
                 Arrival::Queued
@@ -72,10 +94,17 @@ impl<S, R> Rendezvous<S, R> {
         self.receivers.front()
     }
 
-    /// Queues a receiver where no sender waits and the endpoint is open (the fastpath checked
-    /// both under the same lock): what `recv` does then, without the pairing step.
+    /// Whether one more receiver fits (the heap asked only when the queue is full): what
+    /// `recv` refuses on, for the fastpath to decide before it commits.
+    pub fn room_for_receiver(&mut self) -> bool {
+        room_for_one(&mut self.receivers)
+    }
+
+    /// Queues a receiver where no sender waits, the endpoint is open and `room_for_receiver`
+    /// said yes (the fastpath checked all three under the same lock): what `recv` does then,
+    /// without the pairing step, and without allocating.
     pub fn queue_receiver(&mut self, r: R) {
-        debug_assert!(self.senders.is_empty() && !self.closed);
+        debug_assert!(self.senders.is_empty() && !self.closed && self.receivers.len() < self.receivers.capacity());
         self.receivers.push_back(r);
     }
 
@@ -187,6 +216,43 @@ mod tests {
         assert_eq!(e.recv(12), Arrival::Queued);
         assert_eq!(e.withdraw_receiver(|r| *r == 12), Some(12));
         assert_eq!(e.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn a_queue_the_heap_cannot_grow_refuses_the_arrival_and_keeps_its_order() {
+        use crate::alloc_failure::refusing;
+        let mut e = Rendezvous::<u32, u32>::new();
+        let mut next = 0;
+        while e.senders.len() < e.senders.capacity() || next == 0 {
+            next += 1;
+            assert_eq!(e.send(next), Arrival::Queued);
+        }
+        assert_eq!(refusing(|| e.send(999)), Arrival::Refused);
+        assert_eq!(e.waiting(), (next as usize, 0));
+        // A receiver pairs without the heap, with the first sender: the order is intact.
+        assert_eq!(refusing(|| e.recv(100)), Arrival::Paired(1, 100));
+        // Now there is room again for one queued sender, without new heap.
+        assert_eq!(refusing(|| e.send(next + 1)), Arrival::Queued);
+        let order: Vec<_> = (0..next).map(|i| match e.recv(200 + i) {
+            Arrival::Paired(s, _) => s,
+            other => panic!("{other:?}"),
+        }).collect();
+        assert_eq!(order, (2..=next + 1).collect::<Vec<_>>());
+        // The same for receivers.
+        let mut e = Rendezvous::<u32, u32>::new();
+        while e.receivers.len() < e.receivers.capacity() || e.receivers.is_empty() {
+            e.recv(1);
+        }
+        let waiting = e.waiting();
+        assert_eq!(refusing(|| e.recv(2)), Arrival::Refused);
+        assert_eq!(e.waiting(), waiting);
+        assert_eq!(refusing(|| e.send(3)), Arrival::Paired(3, 1));
+        // The fastpath's own check agrees with `recv`: room now (one was taken), none when full.
+        assert!(refusing(|| e.room_for_receiver()));
+        e.queue_receiver(4);
+        assert!(!refusing(|| e.room_for_receiver()));
+        assert_eq!(refusing(|| e.recv(5)), Arrival::Refused);
+        assert!(e.room_for_receiver(), "with the heap, the queue grows");
     }
 
     #[test]

@@ -7,10 +7,11 @@
 //! for work nobody pays for (the log, run queues, an in-flight reply). Everything else is the
 //! root budget, which `init` (the root task) spends directly; every other process spends a
 //! budget carved out of its creator's (`spawn`'s `SpawnArgs::budget`). A process pays for the
-//! frames of its address space, its threads, the endpoints and notifications it creates and its
-//! own fixed tables; it gets `NoMemory` at its limit and nobody else notices. When it has ended
-//! and the last of its threads is off its CPU, its address space and tables are freed and its
-//! budget closes: what it held returns to its creator.
+//! frames of its address space, its threads, the endpoints and notifications it creates, the
+//! message buffers it has in flight and its own fixed tables; it gets `NoMemory` at its limit
+//! and nobody else notices. When it has ended and the last of its threads is off its CPU, its
+//! address space and tables are freed and its budget closes: what it held returns to its
+//! creator.
 
 use alloc::sync::Arc;
 use spin::Once;
@@ -40,14 +41,10 @@ pub fn root() -> &'static Arc<Budget> {
     })
 }
 
-/// What one user thread costs: its kernel stack, FPU save area and thread state, and the
-/// buffer of one message it may have in flight.
+/// What one user thread costs: its kernel stack, FPU save area and thread state. (A message
+/// buffer it sends is charged on its own while it is in flight, `budget::Kind::Messages`.)
 pub fn thread_cost() -> u64 {
-    KSTACK_SIZE
-        + crate::arch::x86_64::fpu::config().size as u64
-        + core::mem::size_of::<crate::sched::Thread>() as u64
-        + abi::ipc::MAX_BUFFER as u64
-        + 256
+    KSTACK_SIZE + crate::arch::x86_64::fpu::config().size as u64 + core::mem::size_of::<crate::sched::Thread>() as u64 + 256
 }
 
 /// What a process costs before its first page: the process itself, a full capability table

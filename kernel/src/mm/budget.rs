@@ -2,7 +2,8 @@
 //!
 //! Every process draws from one [`Budget`]: the frames of its address space (pages and page
 //! tables), its threads (kernel stack, FPU area, the thread itself), the endpoints and
-//! notifications it creates, and its fixed tables (capability slots, `map` ranges). A charge
+//! notifications it creates, the message buffers it has in flight, and its fixed tables
+//! (capability slots, `map` ranges). A charge
 //! that would take the budget past its limit fails, and the system call that wanted it
 //! returns `NoMemory`; nobody else notices.
 //!
@@ -17,7 +18,9 @@
 //!
 //! Pure logic (a spin lock and integers), host-tested.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use spin::Mutex;
 
 /// What a charge pays for (kept per kind, for the accounting report).
@@ -26,7 +29,7 @@ use spin::Mutex;
 pub enum Kind {
     /// Frames of the address space: user pages and page tables.
     Frames = 0,
-    /// Threads: kernel stack, FPU area, thread state, an in-flight message buffer.
+    /// Threads: kernel stack, FPU area, thread state.
     Threads = 1,
     Endpoints = 2,
     Notifications = 3,
@@ -35,9 +38,12 @@ pub enum Kind {
     /// Budgets carved out for children: bytes still out, objects the open (not yet closed)
     /// ones.
     Grants = 5,
+    /// Message buffers in flight (`send`, `call`, `reply`): charged to the sender from the
+    /// copy out of its memory until the receiver has taken the bytes.
+    Messages = 6,
 }
 
-pub const KINDS: usize = 6;
+pub const KINDS: usize = 7;
 
 /// A charge was refused: the budget is at its limit, or closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,6 +209,65 @@ impl Drop for Charge {
     }
 }
 
+/// Bytes on the kernel heap charged to a budget ([`Kind::Messages`]) until they are dropped:
+/// a message's buffer in flight. As small as a `Vec<u8>` (the charge is the length), so a
+/// message without a buffer costs what it did before there was a charge.
+#[derive(Default)]
+pub struct ChargedBytes {
+    bytes: Box<[u8]>,
+    budget: Option<Arc<Budget>>,
+}
+
+impl ChargedBytes {
+    /// `len` zero bytes charged to `budget` (none for 0). At the limit, or when the heap has
+    /// no room, refused with nothing charged or allocated.
+    pub fn zeroed(budget: &Arc<Budget>, len: usize) -> Result<Self, Exhausted> {
+        if len == 0 {
+            return Ok(Self::default());
+        }
+        // The heap first, then the charge: a refusal of either leaves the budget exactly as
+        // it was (its peak too); the bytes are freed at once.
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| Exhausted)?;
+        budget.charge(Kind::Messages, len as u64)?;
+        v.resize(len, 0);
+        // Exactly `len` reserved: no reallocation here.
+        Ok(Self { bytes: v.into_boxed_slice(), budget: Some(budget.clone()) })
+    }
+}
+
+impl core::ops::Deref for ChargedBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl core::ops::DerefMut for ChargedBytes {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes
+    }
+}
+
+impl Drop for ChargedBytes {
+    /// Inlined: most messages carry no bytes, and the IPC fastpath drops several.
+    #[inline(always)]
+    fn drop(&mut self) {
+        if self.budget.is_some() {
+            self.release();
+        }
+    }
+}
+
+impl ChargedBytes {
+    #[cold]
+    fn release(&mut self) {
+        if let Some(b) = self.budget.take() {
+            b.release(Kind::Messages, self.bytes.len() as u64);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +283,66 @@ mod tests {
         b.release(Kind::Frames, 4096);
         assert_eq!(b.available(), 10_000 - 4096);
         assert_eq!(b.usage().peak, 8192);
+    }
+
+    #[test]
+    fn a_refused_charge_leaves_the_budget_and_its_parent_exactly_as_they_were() {
+        let root = Budget::root(1 << 20);
+        let child = root.grant(10_000).unwrap();
+        for (kind, bytes) in [(Kind::Threads, 4000), (Kind::Messages, 1024), (Kind::Endpoints, 300), (Kind::Frames, 4096)] {
+            child.charge(kind, bytes).unwrap();
+        }
+        let (mine, parents, left) = (child.usage(), root.usage(), child.available());
+        assert_eq!(left, 10_000 - 9420);
+        for kind in [Kind::Frames, Kind::Threads, Kind::Endpoints, Kind::Notifications, Kind::Process, Kind::Messages] {
+            assert_eq!(child.charge(kind, left + 1), Err(Exhausted));
+            assert_eq!(Charge::new(&child, kind, u64::MAX).err(), Some(Exhausted));
+        }
+        assert_eq!(child.grant(left + 1).err(), Some(Exhausted));
+        assert_eq!((child.usage(), root.usage()), (mine, parents), "a refusal changed a figure");
+        // Exactly what is left is still granted.
+        child.charge(Kind::Messages, left).unwrap();
+        assert_eq!(child.available(), 0);
+    }
+
+    #[test]
+    fn a_revoked_budget_refuses_everything_and_changes_nothing() {
+        let root = Budget::root(1000);
+        let child = root.grant(500).unwrap();
+        child.charge(Kind::Threads, 100).unwrap();
+        child.close();
+        let (mine, parents) = (child.usage(), root.usage());
+        assert_eq!(child.charge(Kind::Messages, 1), Err(Exhausted));
+        assert_eq!(child.charge(Kind::Frames, 0), Err(Exhausted), "not even nothing");
+        assert!(child.grant(1).is_err());
+        assert_eq!((child.usage(), root.usage()), (mine, parents));
+    }
+
+    #[test]
+    fn message_bytes_are_charged_apart_and_given_back_when_dropped() {
+        let root = Budget::root(10_000);
+        let b = root.grant(5000).unwrap();
+        let held: Vec<_> = (0..4).map(|_| ChargedBytes::zeroed(&b, 1024).unwrap()).collect();
+        assert!(held.iter().all(|m| m.len() == 1024 && m.iter().all(|&x| x == 0)));
+        let u = b.usage();
+        assert_eq!((u.objects[Kind::Messages as usize], u.bytes[Kind::Messages as usize]), (4, 4096));
+        let before = (b.usage(), root.usage());
+        assert!(ChargedBytes::zeroed(&b, 1024).is_err(), "a fifth full buffer is past the limit");
+        assert_eq!((b.usage(), root.usage()), before, "the refused buffer left nothing charged");
+        let empty = ChargedBytes::zeroed(&b, 0).unwrap();
+        assert_eq!((empty.len(), b.usage().objects[Kind::Messages as usize]), (0, 4), "no bytes, no charge");
+        drop(held);
+        assert_eq!(b.usage(), Usage { limit: 5000, peak: 4096, ..Default::default() });
+    }
+
+    #[test]
+    fn message_bytes_the_heap_cannot_hold_are_refused_with_nothing_charged() {
+        let b = Budget::root(1 << 20);
+        let before = b.usage();
+        let r = crate::alloc_failure::refusing(|| ChargedBytes::zeroed(&b, 1024).map(drop));
+        assert_eq!(r, Err(Exhausted));
+        assert_eq!(b.usage(), before);
+        assert!(ChargedBytes::zeroed(&b, 1024).is_ok());
     }
 
     #[test]

@@ -140,6 +140,42 @@ mod tests {
     }
 
     #[test]
+    fn at_the_cap_a_refused_insert_or_split_leaves_the_set_exactly_as_it_was() {
+        let mut r = RegionSet::new();
+        for i in 0..MAX_RANGES as u64 {
+            r.insert(i * 0x10000, i * 0x10000 + 0x3000).unwrap();
+        }
+        let before = r.clone();
+        assert_eq!(r.insert(0x7000_0000_0000, 0x7000_0000_1000), Err(Full));
+        assert_eq!(r, before);
+        assert_eq!(r.remove(0x51000, 0x52000), Err(Full), "a split needs one more range");
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn when_the_heap_refuses_an_insert_or_split_fails_and_shrinking_still_works() {
+        use crate::alloc_failure::refusing;
+        let mut r = RegionSet::new();
+        let mut i = 0u64;
+        while r.len() < r.ranges.capacity() || r.is_empty() {
+            r.insert(i * 0x10000, i * 0x10000 + 0x3000).unwrap();
+            i += 1;
+        }
+        assert!(r.len() < MAX_RANGES, "the cap is not what refuses here");
+        let before = r.clone();
+        assert_eq!(refusing(|| r.insert(0x7000_0000_0000, 0x7000_0000_1000)), Err(Full));
+        assert_eq!(r, before);
+        assert_eq!(refusing(|| r.remove(0x1000, 0x2000)), Err(Full));
+        assert_eq!(r, before);
+        // Trimming an end and removing whole ranges never need the heap (`unmap` of what a
+        // process holds always succeeds).
+        assert_eq!(refusing(|| r.remove(0x0, 0x1000)), Ok(()));
+        assert_eq!(refusing(|| r.remove(0x10000, 0x13000)), Ok(()));
+        assert_eq!(r.len(), before.len() - 1);
+        assert!(!r.contains(0x0) && r.contains(0x1000) && !r.contains(0x10000));
+    }
+
+    #[test]
     fn the_cap_refuses_insertions_and_splits_but_not_shrinking() {
         let mut r = RegionSet::new();
         for i in 0..MAX_RANGES as u64 {

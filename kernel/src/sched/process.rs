@@ -356,7 +356,7 @@ impl Process {
         if ports.iter().any(|(r, c)| *r == (base, len) && alloc::sync::Arc::ptr_eq(c, &cap)) {
             return Ok(());
         }
-        if ports.len() >= MAX_IO_RANGES {
+        if ports.len() >= MAX_IO_RANGES || ports.try_reserve(1).is_err() {
             return Err(abi::Error::NoMemory);
         }
         ports.push(((base, len), cap));

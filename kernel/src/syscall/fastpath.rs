@@ -179,7 +179,8 @@ fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
     let mut queue = ep.queue();
     // A queued sender (or a closed endpoint) is the generic path's: it hands over the reply
     // and takes the message in one go.
-    if queue.is_closed() || queue.waiting().0 != 0 {
+    // (And a queue that cannot take us without more heap: the generic path says NoMemory.)
+    if queue.is_closed() || queue.waiting().0 != 0 || !queue.room_for_receiver() {
         return false;
     }
     let mut cpu = CpuLock::this();

@@ -14,7 +14,7 @@ use crate::arch::x86_64::{apic, smp};
 use crate::ipc::cap::{CapError, CapNode};
 use crate::ipc::{self, Cap, Endpoint, KObject, Message, Notification};
 use crate::mm::account;
-use crate::mm::budget::{Charge, Kind};
+use crate::mm::budget::{Charge, ChargedBytes, Kind};
 use crate::sched::{Process, Thread};
 use abi::cap::Rights;
 use abi::ipc::{SpawnArgs, Transfer, MAX_BUFFER, NO_CAP};
@@ -80,7 +80,8 @@ fn write_struct<T: Copy>(addr: u64, v: &T) -> Result<(), Error> {
     uaccess::copy_to_user(addr, bytes)
 }
 
-/// The outgoing message in the caller's registers and transfer block.
+/// The outgoing message in the caller's registers and transfer block. Its buffer is charged
+/// to the caller's budget until the receiver has taken it; a refused call leaves nothing held.
 fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Option<Transfer>), Error> {
     let mut msg = Message { badge, words: [frame.rsi, frame.rdx, frame.r10, frame.r8], ..Default::default() };
     if frame.r9 == 0 {
@@ -91,7 +92,7 @@ fn outgoing(p: &Process, frame: &TrapFrame, badge: u64) -> Result<(Message, Opti
         return Err(Error::InvalidArgument);
     }
     if t.send_len > 0 {
-        msg.data = zeroed(t.send_len as usize)?;
+        msg.data = ChargedBytes::zeroed(&p.budget, t.send_len as usize).map_err(|_| Error::NoMemory)?;
         uaccess::copy_from_user(&mut msg.data, t.send_buf)?;
     }
     if t.send_cap != NO_CAP {
@@ -227,8 +228,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             if a[1] == 0 || signal_bits(a[1]).is_err() || a[2] > 3_600_000 {
                 return Err(Error::InvalidArgument);
             }
-            ipc::timer_after(a[2].div_ceil(1000 / apic::TIMER_HZ), n, a[1]);
-            Ok(0)
+            ipc::timer_after(a[2].div_ceil(1000 / apic::TIMER_HZ), n, a[1]).map(|_| 0)
         }),
         nr::IRQ_BIND => (|| {
             let KObject::Irq(irq) = cap(p, a[0], Rights::CONTROL)?.object else { return Err(Error::BadHandle) };
@@ -364,6 +364,11 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
         _ => return Err(Error::NotFound),
     };
     let image = crate::boot::module(&name).ok_or(Error::NotFound)?;
+    // The child's handle must have a slot: checked before it starts (and if another thread
+    // took the last slot meanwhile, the child is ended again below).
+    if !p.caps.lock().has_room() {
+        return Err(Error::NoMemory);
+    }
     let budget = p.budget.grant(if s.budget == 0 { abi::ipc::DEFAULT_BUDGET } else { s.budget }).map_err(|_| Error::NoMemory)?;
     let child = Process::spawn_with(&name, image, &arg, caps, cpu, budget).map_err(|e| {
         if crate::sched::user_log_allowed(p) {
@@ -388,7 +393,12 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
             spawned.push(Arc::downgrade(&child));
         }
     }
-    p.caps.lock().insert(CapNode::root(KObject::Process(child), Rights::CONTROL | Rights::GRANT)).map_err(cap_error)
+    let handle = p.caps.lock().insert(CapNode::root(KObject::Process(child.clone()), Rights::CONTROL | Rights::GRANT));
+    handle.map_err(|e| {
+        // Nobody could name it: it ends, and its budget returns to the caller.
+        child.kill(-1);
+        cap_error(e)
+    })
 }
 
 /// `memory_info(p, out)`: the budget of `p` (or the caller's, for `NO_CAP`) and the kernel's
@@ -421,6 +431,8 @@ fn memory_info(p: &Process, h: u64, out: u64) -> Result<u64, Error> {
         tables: o(Kind::Process),
         grants: o(Kind::Grants),
         granted: u.bytes[Kind::Grants as usize],
+        messages: o(Kind::Messages),
+        message_bytes: u.bytes[Kind::Messages as usize],
         free_frames: crate::mm::phys::free_frames(),
         cached_frames: (pooled + retired) as u64 * stack_frames
             + (heap_mapped - crate::mm::heap::HEAP_INITIAL) / 4096

@@ -5,10 +5,12 @@
 //!   kernel says `NoMemory`: `maps` (one-page `map` calls by the hundred thousand), `touch`
 //!   (mapped memory touched page by page, in a thread that the kernel kills with a page fault
 //!   when the budget is spent), `threads` (threads that sleep), `endpoints`, `notifications`,
-//!   `derive` (capability derivations). Then it signals init and ends as END says: `exit`
-//!   (status 0), `crash` (an invalid opcode: status `FAULT_EXIT_BASE - 6`) or `wait` (blocks
-//!   until init kills it). Any error other than `NoMemory`, or no `NoMemory` at all, is
-//!   status 1.
+//!   `derive` (capability derivations), `buffers` (threads each blocked in a `send` of a full
+//!   `MAX_BUFFER` buffer to an endpoint nobody receives from; then, with less than a buffer
+//!   left, one more such `send` must be refused). Then it signals init and ends as END says:
+//!   `exit` (status 0), `crash` (an invalid opcode: status `FAULT_EXIT_BASE - 6`) or `wait`
+//!   (blocks until init kills it). Any error other than `NoMemory`, or no `NoMemory` at all,
+//!   is status 1.
 //! - `steady`: while the hostile processes run, a worker thread keeps creating a thread and
 //!   waiting for it, mapping, touching and unmapping 64 KiB, and calling echo through the name
 //!   service, at its own pace; init's stop notification ends it. Status 0 only if every one of
@@ -91,6 +93,122 @@ mod program {
 
     static TOUCHED: AtomicU64 = AtomicU64::new(0);
 
+    /// What each sender of `buffers` sends: a full buffer, in memory the process already has
+    /// (a sender's stack must not need a new page, which a spent budget cannot back).
+    static PAYLOAD: [u8; ipc::MAX_BUFFER] = [0x5a; ipc::MAX_BUFFER];
+    /// `buffers`: senders whose `send` was refused, or failed otherwise.
+    static SEND_REFUSED: AtomicU64 = AtomicU64::new(0);
+    static SEND_FAILED: AtomicU64 = AtomicU64::new(0);
+    /// `buffers`: the endpoint the senders wait on, and how many wait (a `crash` ending takes
+    /// their messages so that each wakes up and crashes too).
+    static BUFFERS_EP: AtomicU64 = AtomicU64::new(0);
+    static BLOCKED: AtomicU64 = AtomicU64::new(0);
+
+    /// Blocks in a `send` of a full buffer (charged to this process while it waits).
+    fn sender(ep: usize) {
+        let mut t = ipc::transfer(&PAYLOAD, None, &mut []);
+        match ipc::send(ep as u64, [0; 4], Some(&mut t)) {
+            Ok(()) => {}
+            Err(Error::NoMemory) => {
+                SEND_REFUSED.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                SEND_FAILED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if CRASHING.load(Ordering::Acquire) {
+            crash();
+        }
+    }
+
+    fn available(info: &abi::ipc::MemoryInfo) -> u64 {
+        info.limit.saturating_sub(info.used)
+    }
+
+    /// Waits until a new sender is blocked (its buffer charged: `messages` reaches `want`) or
+    /// was refused; false if neither happens within 2 s.
+    fn sender_settled(want: u64) -> bool {
+        for i in 0..2_100 {
+            let info = ipc::memory_info(ipc::NO_CAP).unwrap_or_default();
+            if info.messages >= want || SEND_REFUSED.load(Ordering::Relaxed) + SEND_FAILED.load(Ordering::Relaxed) > 0 {
+                return true;
+            }
+            let _ = if i < 100 { sys::yield_now() } else { sys::sleep_ms(1) };
+        }
+        false
+    }
+
+    /// `buffers`: senders blocked with a full buffer each until the budget refuses a thread or
+    /// a buffer; then the rest is spent down below one buffer (pages, then notifications) and
+    /// one more full `send` must be refused at once, changing nothing. Returns the senders.
+    fn buffers() -> Result<u64, ()> {
+        let ep = ipc::endpoint_create().map_err(|e| println!("hostile buffers: FAILED: endpoint: {e:?}"))?;
+        BUFFERS_EP.store(ep, Ordering::Release);
+        let mut blocked = 0;
+        for _ in 0..MAX_TRIES {
+            // A new thread's stack page is touched here, before `thread_create`: a page the
+            // budget cannot back would be a page fault of this thread.
+            if available(&ipc::memory_info(ipc::NO_CAP).unwrap_or_default()) < 16 * 1024 {
+                break;
+            }
+            match thread::spawn(sender, ep as usize, None) {
+                Ok(_) => {}
+                Err(Error::NoMemory) => break,
+                Err(e) => {
+                    println!("hostile buffers: FAILED: thread create: {e:?} after {blocked}");
+                    return Err(());
+                }
+            }
+            if !sender_settled(blocked + 1) {
+                println!("hostile buffers: FAILED: sender {blocked} neither blocked nor was refused");
+                return Err(());
+            }
+            if SEND_REFUSED.load(Ordering::Relaxed) + SEND_FAILED.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            blocked += 1;
+            BLOCKED.store(blocked, Ordering::Release);
+        }
+        if SEND_FAILED.load(Ordering::Relaxed) > 0 {
+            println!("hostile buffers: FAILED: a send failed, not with NoMemory");
+            return Err(());
+        }
+        let info = ipc::memory_info(ipc::NO_CAP).unwrap_or_default();
+        if blocked == 0 || info.messages != blocked || info.message_bytes != blocked * ipc::MAX_BUFFER as u64 {
+            println!("hostile buffers: FAILED: {blocked} senders blocked, but {} buffers ({} bytes) charged", info.messages, info.message_bytes);
+            return Err(());
+        }
+        // Less than a thread is left: spend it down below one buffer.
+        let region = sys::map(1 << 20).map_err(|e| println!("hostile buffers: FAILED: map: {e:?}"))?;
+        let mut off = 0;
+        while off < 1 << 20 && available(&ipc::memory_info(ipc::NO_CAP).unwrap_or_default()) >= 16 * 1024 {
+            // SAFETY: inside the mapping just made, which only this thread uses; the budget
+            // can back the page (and its page tables).
+            unsafe { core::ptr::write_volatile(region.add(off), 1u8) };
+            off += 4096;
+        }
+        let refused = exhaust("buffers", |_| ipc::notification_create().map(drop))?;
+        let before = ipc::memory_info(ipc::NO_CAP).unwrap_or_default();
+        if available(&before) >= ipc::MAX_BUFFER as u64 {
+            println!("hostile buffers: FAILED: {} bytes left after {refused} notifications", available(&before));
+            return Err(());
+        }
+        let mut t = ipc::transfer(&PAYLOAD, None, &mut []);
+        let r = ipc::send(ep, [0; 4], Some(&mut t));
+        let after = ipc::memory_info(ipc::NO_CAP).unwrap_or_default();
+        let unchanged = (before.used, before.messages, before.message_bytes) == (after.used, after.messages, after.message_bytes);
+        println!(
+            "hostile buffers: {blocked} senders blocked holding {} bytes; with {} bytes left a full send got {r:?}, budget {}",
+            after.message_bytes,
+            available(&before),
+            if unchanged { "unchanged" } else { "CHANGED: FAILED" }
+        );
+        if r != Err(Error::NoMemory) || !unchanged {
+            return Err(());
+        }
+        Ok(blocked)
+    }
+
     /// Maps 1 MiB at a time and touches every page until the kernel cannot back one.
     fn toucher(_: usize) {
         loop {
@@ -126,6 +244,7 @@ mod program {
             "endpoints" => exhaust(kind, |_| ipc::endpoint_create().map(drop)),
             "notifications" => exhaust(kind, |_| ipc::notification_create().map(drop)),
             "derive" => exhaust(kind, |_| ipc::cap_derive(CONSOLE, Rights::SEND, 0).map(drop)),
+            "buffers" => buffers(),
             _ => {
                 println!("hostile: unknown kind {kind:?}");
                 return 2;
@@ -139,6 +258,10 @@ mod program {
             "exit" => 0,
             "crash" => {
                 CRASHING.store(true, Ordering::Release);
+                // Blocked senders wake (and crash) once their messages are taken.
+                for _ in 0..BLOCKED.load(Ordering::Acquire) {
+                    let _ = ipc::recv(BUFFERS_EP.load(Ordering::Acquire), None);
+                }
                 crash();
                 1
             }

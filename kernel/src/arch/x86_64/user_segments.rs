@@ -77,7 +77,8 @@ fn selectors() -> (u16, u16) {
 
 impl UserSegments {
     /// The running user thread's state, from the kernel (ring 0, kernel GS base live).
-    #[inline]
+    /// Inlined (like `restore`) into the context switch, whose cost the bench checks.
+    #[inline(always)]
     pub fn save() -> UserSegments {
         let (fs, gs) = selectors();
         UserSegments { fs, gs, fs_base: read_fs_base(), gs_base: KernelGsBase::read().as_u64() }
@@ -91,7 +92,7 @@ impl UserSegments {
     /// Ring 0 with the kernel's GS base live and interrupts off; the selectors were loadable in
     /// ring 3 (they come from `save`, or are null), so loading them in ring 0 cannot fault;
     /// `live`, if given, is what `save` returned with nothing loaded since.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn restore(&self, live: Option<&UserSegments>) {
         let (fs, gs) = selectors();
         if fs != self.fs {

@@ -1,7 +1,8 @@
 //! The user side of the kernel scenario `memory` (memory budgets): init starts a `steady`
 //! process that keeps creating threads, mapping memory and calling echo, then one hostile
-//! process after another, each exhausting one kind of kernel memory and ending a different way
-//! (exit, kill, crash). Checked, not only logged:
+//! process after another, each exhausting one kind of kernel memory (maps, touched memory,
+//! threads, endpoints, notifications, derivations, message buffers of blocked senders) and
+//! ending a different way (exit, kill, crash). Checked, not only logged:
 //!
 //! - the steady process never gets an error (its own status);
 //! - each hostile process got `NoMemory` (its status), and once it has ended init's budget is
@@ -26,7 +27,7 @@ const HOSTILE_BUDGET: u64 = 24 << 20;
 const STEADY_BUDGET: u64 = 8 << 20;
 const REVOKED_BUDGET: u64 = 8 << 20;
 
-const KINDS: [&str; 6] = ["maps", "touch", "threads", "endpoints", "notifications", "derive"];
+const KINDS: [&str; 7] = ["maps", "touch", "threads", "endpoints", "notifications", "derive", "buffers"];
 const ENDS: [&str; 3] = ["exit", "wait", "crash"];
 
 fn mine() -> MemoryInfo {
@@ -35,8 +36,8 @@ fn mine() -> MemoryInfo {
 
 /// The parts of init's budget a child's life must leave as they were.
 fn same_budget(a: &MemoryInfo, b: &MemoryInfo) -> bool {
-    (a.used, a.limit, a.frames, a.threads, a.endpoints, a.notifications, a.grants, a.granted)
-        == (b.used, b.limit, b.frames, b.threads, b.endpoints, b.notifications, b.grants, b.granted)
+    (a.used, a.limit, a.frames, a.threads, a.endpoints, a.notifications, a.grants, a.granted, a.messages, a.message_bytes)
+        == (b.used, b.limit, b.frames, b.threads, b.endpoints, b.notifications, b.grants, b.granted, b.messages, b.message_bytes)
 }
 
 /// Frames free plus frames the kernel keeps for reuse (pooled stacks, grown heap). The
