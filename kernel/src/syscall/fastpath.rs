@@ -12,10 +12,13 @@
 //! and the server's `Arc` moves into the endpoint's queue, where the next call finds it.
 //!
 //! Everything else takes the generic path (`super::ipc`), which stays the reference: bytes or
-//! a capability to send, a partner on another CPU, not blocked or already killed, a closed
-//! endpoint, queued senders. The decision is made before anything changes (but for the
-//! clearing of the caller's received fields, which the generic path does first as well), so
-//! a refused fastpath leaves no trace. Both paths interoperate: a thread the fastpath blocked
+//! a capability to send, a bad handle, a partner on another CPU or not blocked, a caller
+//! whose process is being killed, a closed endpoint, queued senders, a queue that would need
+//! more heap. The decision is made before anything changes (but for the clearing of the
+//! caller's received fields once its handle is known good, which the generic path does first
+//! as well), so a refused fastpath leaves no trace. A receiver whose process is being killed
+//! may still be handed a call: it ends on its way back to user space, and its reply
+//! capability answers the caller with `PeerDied`, as on the generic path. Both paths interoperate: a thread the fastpath blocked
 //! may be woken by the generic path (a kill, a reply with a buffer, a dying server's reply
 //! capability), and then finishes its call the generic way; a thread the generic path blocked
 //! in a receive or call may be handed a message by the fastpath, which `ipc::wait_inbox`
@@ -52,20 +55,23 @@ pub fn try_fast(frame: &mut TrapFrame) -> bool {
 
 #[inline(never)]
 fn fast(frame: &mut TrapFrame) -> bool {
-    // With interrupts on: the block is user memory, which may fault in.
-    if frame.r9 != 0 && !sends_nothing(frame.r9) {
-        return false;
-    }
     // SAFETY: used only within this system call of the running thread, which cannot end
     // while it runs here.
     let Some(me) = (unsafe { sched::current_ref() }) else { return false };
-    if me.process.is_none() {
-        return false;
-    }
+    let Some(p) = me.process.as_deref() else { return false };
+    let needed = if frame.rax == nr::CALL { Rights::SEND } else { Rights::RECV };
+    // With interrupts on: the block is user memory, which may fault in.
+    let block = match frame.r9 {
+        0 => None,
+        xfer => match sends_nothing(p, frame.rdi, needed, xfer) {
+            Some(t) => Some(t),
+            None => return false,
+        },
+    };
     x86_64::instructions::interrupts::disable();
     let handled = match frame.rax {
-        nr::CALL => call(frame, me),
-        nr::REPLY_RECV => reply_recv(frame, me),
+        nr::CALL => call(frame, me, block),
+        nr::REPLY_RECV => reply_recv(frame, me, block),
         _ => false,
     };
     if !handled {
@@ -74,12 +80,21 @@ fn fast(frame: &mut TrapFrame) -> bool {
     handled
 }
 
-/// Whether the transfer block at `xfer` sends neither bytes nor a capability and is valid, as
-/// the generic path checks it (`outgoing`); its received fields are cleared as there
-/// (`prepare_receive`). False for anything the generic path would refuse or must handle.
-fn sends_nothing(xfer: u64) -> bool {
-    let Ok(t) = super::ipc::read_struct::<Transfer>(xfer) else { return false };
-    t.send_len == 0 && t.send_cap == NO_CAP && t.recv_cap_len as usize <= MAX_BUFFER * 64 && super::ipc::prepare_receive(xfer).is_ok()
+/// The transfer block at `xfer`, if it sends neither bytes nor a capability and is valid as
+/// the generic path checks it (`outgoing`), and the endpoint handle `h` is good for `needed`;
+/// then its received fields are cleared, as there (`prepare_receive`). `None` for anything
+/// the generic path must handle or refuse (it refuses a bad handle before it touches the
+/// block, so the handle is checked first here too).
+fn sends_nothing(p: &crate::sched::Process, h: u64, needed: Rights, xfer: u64) -> Option<Transfer> {
+    let t = super::ipc::read_struct::<Transfer>(xfer).ok()?;
+    if t.send_len != 0 || t.send_cap != NO_CAP || t.recv_cap_len as usize > MAX_BUFFER * 64 {
+        return None;
+    }
+    if !matches!(p.caps.lock().lookup(h, needed).map(|c| &c.object), Ok(KObject::Endpoint(_))) {
+        return None;
+    }
+    super::ipc::prepare_receive(xfer).ok()?;
+    Some(t)
 }
 
 /// After a hand-over: the received fields of our transfer block, if any, say "nothing
@@ -113,7 +128,7 @@ fn set_words(frame: &mut TrapFrame, w: [u64; 4]) {
 }
 
 /// `call(ep, words)` to a receiver blocked on this CPU.
-fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
+fn call(frame: &mut TrapFrame, me: &Thread, block: Option<Transfer>) -> bool {
     let Some(p) = me.process.as_deref() else { return false };
     let caps = p.caps.lock();
     let Ok(cap) = caps.lookup(frame.rdi, Rights::SEND) else { return false };
@@ -159,13 +174,13 @@ fn call(frame: &mut TrapFrame, me: &Thread) -> bool {
                 Err(e) => e.to_raw(),
             };
         }
-        None => finish_generically(frame, me, |me| ipc::wait_inbox(me, || Withdrawal::NotQueued), false),
+        None => finish_generically(frame, me, block, |me| ipc::wait_inbox(me, || Withdrawal::NotQueued), false),
     }
     true
 }
 
 /// `reply_recv(ep, words)`: the reply to a caller blocked on this CPU, then the wait on `ep`.
-fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
+fn reply_recv(frame: &mut TrapFrame, me: &Thread, block: Option<Transfer>) -> bool {
     let Some(p) = me.process.as_deref() else { return false };
     let mut slot = me.ipc.caller.lock();
     let here = crate::arch::x86_64::percpu::this().cpu_index;
@@ -218,18 +233,20 @@ fn reply_recv(frame: &mut TrapFrame, me: &Thread) -> bool {
                 frame.rax = e.to_raw();
             }
         }
-        None => finish_generically(frame, me, |me| ep.wait_received(me), true),
+        None => finish_generically(frame, me, block, |me| ep.wait_received(me), true),
     }
     drop(ep);
     true
 }
 
 /// The end of a fastpath call or receive woken by the generic path: wait for the delivery the
-/// way the generic path does (with interrupts on), and put it in the registers; RAX gets the
+/// way the generic path does (with interrupts on), and put it in the registers and `block`
+/// (the transfer block as read before the wait, as the generic path reads it); RAX gets the
 /// badge for a receive, 0 for a call's reply, or the error.
 fn finish_generically(
     frame: &mut TrapFrame,
     me: &Thread,
+    block: Option<Transfer>,
     wait: impl FnOnce(&alloc::sync::Arc<Thread>) -> Result<ipc::Message, Error>,
     receive: bool,
 ) {
@@ -237,16 +254,7 @@ fn finish_generically(
     let Some(me_ref) = sched::current() else { unreachable!("resumed outside a thread") };
     debug_assert!(core::ptr::eq(&*me_ref, me));
     let Some(p) = me.process.as_deref() else { unreachable!("a user thread has a process") };
-    // A transfer block here sent nothing (`sends_nothing`) and had its received fields
-    // cleared: read back, it takes what the delivery brings, as on the generic path.
-    // (If it became unreadable meanwhile, the delivery is consumed and the call fails with
-    // `BadAddress`, as `incoming` would fail to write it.)
-    let block = match frame.r9 {
-        0 => Ok(None),
-        xfer => super::ipc::read_struct::<Transfer>(xfer).map(Some),
-    };
-    let received = wait(&me_ref);
-    frame.rax = match block.and_then(|t| received.and_then(|msg| super::ipc::incoming(p, frame, msg, t))) {
+    frame.rax = match wait(&me_ref).and_then(|msg| super::ipc::incoming(p, frame, msg, block)) {
         Ok(badge) if receive => badge,
         Ok(_) => 0,
         Err(e) => e.to_raw(),
