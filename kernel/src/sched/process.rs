@@ -318,9 +318,18 @@ impl Process {
         true
     }
 
-    /// Its threads that still exist.
-    pub fn threads(&self) -> Vec<Arc<Thread>> {
-        self.threads.lock().iter().filter_map(Weak::upgrade).collect()
+    /// Calls `f` for each of its threads that still exists, without collecting them (no
+    /// allocation: a kill must work when memory is short). Lock order: this list, then a
+    /// CPU's scheduler (`f` may wake the thread).
+    pub fn for_each_thread(&self, mut f: impl FnMut(&Arc<Thread>)) {
+        for t in self.threads.lock().iter().filter_map(Weak::upgrade) {
+            f(&t);
+        }
+    }
+
+    /// The first of its threads that still exists and satisfies `pick`.
+    pub fn find_thread(&self, mut pick: impl FnMut(&Thread) -> bool) -> Option<Arc<Thread>> {
+        self.threads.lock().iter().filter_map(Weak::upgrade).find(|t| pick(t))
     }
 
     /// Blocks `me` until this process has ended; returns its exit code.

@@ -1,5 +1,9 @@
 //! The pure part of scheduling: a per-CPU FIFO of ready threads and a list of sleepers ordered
 //! by wake-up tick. Generic over the thread handle so the host tests use plain numbers.
+//!
+//! Neither allocates once it has room: the scheduler reserves a place in both for every thread
+//! when the thread is created (`reserve`, refused with `NoMemory` then), so waking, sleeping
+//! and the timer never ask the heap (a wake-up runs in interrupt handlers too).
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -13,6 +17,14 @@ impl<T> RunQueue<T> {
     pub const fn new() -> Self {
         Self { ready: VecDeque::new() }
     }
+    /// Makes room for `total` threads in all (fails, changing nothing, if the heap cannot).
+    pub fn reserve(&mut self, total: usize) -> bool {
+        self.ready.try_reserve(total.saturating_sub(self.ready.len())).is_ok()
+    }
+    pub fn capacity(&self) -> usize {
+        self.ready.capacity()
+    }
+    /// Within the room `reserve` made, this never allocates.
     pub fn push(&mut self, t: T) {
         self.ready.push_back(t);
     }
@@ -46,6 +58,14 @@ impl<T> SleepQueue<T> {
     pub const fn new() -> Self {
         Self { sleepers: Vec::new() }
     }
+    /// Makes room for `total` sleepers in all (fails, changing nothing, if the heap cannot).
+    pub fn reserve(&mut self, total: usize) -> bool {
+        self.sleepers.try_reserve(total.saturating_sub(self.sleepers.len())).is_ok()
+    }
+    pub fn capacity(&self) -> usize {
+        self.sleepers.capacity()
+    }
+    /// Within the room `reserve` made, this never allocates.
     pub fn insert(&mut self, wake_tick: u64, t: T) {
         let at = self.sleepers.partition_point(|(w, _)| *w <= wake_tick);
         self.sleepers.insert(at, (wake_tick, t));
@@ -56,13 +76,24 @@ impl<T> SleepQueue<T> {
         self.sleepers.drain(..n).map(|(_, t)| t)
     }
     /// Takes out the sleepers for which `pick` holds, whatever their tick (early wake-ups).
-    pub fn take_where(&mut self, mut pick: impl FnMut(&T) -> bool) -> Vec<T> {
+    pub fn take_where(&mut self, pick: impl FnMut(&T) -> bool) -> Vec<T> {
         let mut out = Vec::new();
-        let mut i = 0;
-        while i < self.sleepers.len() {
-            if pick(&self.sleepers[i].1) { out.push(self.sleepers.remove(i).1) } else { i += 1 }
-        }
+        self.drain_where(pick, |t| out.push(t));
         out
+    }
+    /// Like `take_where`, but hands each one to `f` instead of collecting them: no allocation.
+    pub fn drain_where(&mut self, mut pick: impl FnMut(&T) -> bool, mut f: impl FnMut(T)) -> usize {
+        let mut i = 0;
+        let mut n = 0;
+        while i < self.sleepers.len() {
+            if pick(&self.sleepers[i].1) {
+                f(self.sleepers.remove(i).1);
+                n += 1;
+            } else {
+                i += 1;
+            }
+        }
+        n
     }
     pub fn len(&self) -> usize {
         self.sleepers.len()
@@ -117,6 +148,32 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert_eq!(s.take_where(|c| *c == 'c'), vec!['c']);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn within_the_reserved_room_nothing_grows() {
+        let mut r = RunQueue::new();
+        let mut s = SleepQueue::new();
+        assert!(r.reserve(8) && s.reserve(8));
+        let (rc, sc) = (r.capacity(), s.capacity());
+        assert!(rc >= 8 && sc >= 8);
+        for i in 0..8u32 {
+            r.push(i);
+            s.insert(u64::from(8 - i), i);
+        }
+        // Round-robin and wake-ups stay within it too.
+        for _ in 0..100 {
+            let t = r.pop().unwrap();
+            r.push(t);
+        }
+        let mut woken = 0;
+        assert_eq!(s.drain_where(|t| t % 2 == 0, |_| woken += 1), 4);
+        assert_eq!(woken, 4);
+        assert_eq!(s.expire(100).count(), 4);
+        assert_eq!((r.capacity(), s.capacity()), (rc, sc), "nothing was allocated");
+        // Reserving for fewer than are queued changes nothing.
+        assert!(r.reserve(1));
+        assert_eq!(r.capacity(), rc);
     }
 
     #[test]

@@ -156,12 +156,29 @@ fn pick_cpu(cpu: Option<usize>) -> usize {
     cpu.unwrap_or_else(|| least_loaded((0..smp::online()).map(|c| with_sched(c, |s| s.load))))
 }
 
+/// Reserves a new thread's place on `cpu`: counted in its load, with room for it in the run
+/// and sleep queues, so that nothing the thread does later (waking, sleeping, a wake-up from
+/// an interrupt) makes them allocate. False, with nothing changed, if the heap cannot make the
+/// room. Undone by `release_place`, or by the thread's end (`exit_current`).
+fn reserve_place(cpu: usize) -> bool {
+    with_sched(cpu, |s| {
+        let total = s.load + 1;
+        if !s.run.reserve(total) || !s.sleep.reserve(total) {
+            return false;
+        }
+        s.load = total;
+        true
+    })
+}
+
+fn release_place(cpu: usize) {
+    with_sched(cpu, |s| s.load -= 1);
+}
+
+/// Queues a thread made by `new_thread` (its place is reserved: no allocation).
 fn enqueue_new(thread: Arc<Thread>) {
     let cpu = thread.cpu;
-    with_sched(cpu, |s| {
-        s.load += 1;
-        s.run.push(thread);
-    });
+    with_sched(cpu, |s| s.run.push(thread));
     kick(cpu);
 }
 
@@ -183,7 +200,14 @@ fn new_thread(
     r13: u64,
     charge: Option<crate::mm::budget::Charge>,
 ) -> Option<Arc<Thread>> {
-    let kstack = KernelStack::allocate().ok()?;
+    let cpu = pick_cpu(cpu);
+    if !reserve_place(cpu) {
+        return None;
+    }
+    let Ok(kstack) = KernelStack::allocate() else {
+        release_place(cpu);
+        return None;
+    };
     let mut sp = kstack.top;
     if let Some(frame) = frame {
         sp -= core::mem::size_of::<TrapFrame>() as u64;
@@ -195,7 +219,6 @@ fn new_thread(
     sp -= core::mem::size_of_val(&switch_frame) as u64;
     // SAFETY: as above; the frame lies below any TrapFrame written.
     unsafe { (sp as *mut [u64; 7]).write(switch_frame) };
-    let cpu = pick_cpu(cpu);
     Some(Arc::new(Thread {
         tid: NEXT_TID.fetch_add(1, Ordering::Relaxed),
         process,
@@ -235,6 +258,7 @@ pub fn spawn_user(process: &Arc<Process>, entry: u64, rsp: u64, args: [u64; 2], 
         }
     };
     if !process.add_thread(&t) {
+        release_place(t.cpu);
         drop(t);
         process.thread_ended(None);
         return None;
@@ -626,7 +650,7 @@ pub fn wake(t: &Arc<Thread>) {
         match t.state() {
             State::Blocked => {}
             State::Sleeping => {
-                s.sleep.take_where(|x| Arc::ptr_eq(x, t));
+                s.sleep.drain_where(|x| Arc::ptr_eq(x, t), drop);
             }
             _ => return false,
         }
@@ -649,24 +673,25 @@ pub fn wake(t: &Arc<Thread>) {
 /// Wakes every sleeping or blocked thread of `process` (it is being killed).
 pub fn wake_all_of(process: &Arc<Process>) {
     for cpu in 0..smp::online() {
+        // Straight from the sleep queue to the run queue: both have room for every thread
+        // of this CPU (`reserve_place`), so nothing allocates on the way.
         let taken = with_sched(cpu, |s| {
-            let taken = s.sleep.take_where(|t| t.process.as_ref().is_some_and(|p| Arc::ptr_eq(p, process)));
-            for t in &taken {
+            let of_process = |t: &Arc<Thread>| t.process.as_ref().is_some_and(|p| Arc::ptr_eq(p, process));
+            s.sleep.drain_where(of_process, |t| {
                 t.set_state(State::Ready);
-                s.run.push(t.clone());
-            }
-            taken.len()
+                s.run.push(t);
+            })
         });
         if taken > 0 || process.ran_on.contains(cpu) {
             kick(cpu);
         }
     }
     // Threads blocked in IPC or a wait notice the kill and withdraw.
-    for t in process.threads() {
+    process.for_each_thread(|t| {
         if t.state() == State::Blocked {
-            wake(&t);
+            wake(t);
         }
-    }
+    });
     process.wake_waiter();
 }
 

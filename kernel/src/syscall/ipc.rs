@@ -299,7 +299,7 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             Ok(_) => Err(Error::BadHandle),
             Err(e) => Err(e),
         },
-        nr::THREAD_CAP => match p.threads().into_iter().find(|t| t.tid == a[0] && t.state() != crate::sched::State::Dead) {
+        nr::THREAD_CAP => match p.find_thread(|t| t.tid == a[0] && t.state() != crate::sched::State::Dead) {
             Some(t) => p.caps.lock().insert(CapNode::root(KObject::Thread(t), Rights::CONTROL | Rights::GRANT)).map_err(cap_error),
             None => Err(Error::NotFound),
         },
