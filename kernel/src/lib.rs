@@ -7,6 +7,7 @@
 #![cfg_attr(target_os = "none", no_std)]
 
 pub mod cmdline;
+pub mod fallible;
 pub mod ipc;
 pub mod klog_limit;
 pub mod mm;

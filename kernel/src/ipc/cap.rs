@@ -34,6 +34,8 @@ pub enum CapError {
     Full,
     /// Deriving would make the chain of derivations longer than [`MAX_DEPTH`].
     TooDeep,
+    /// The kernel heap cannot hold the new capability node (`fallible::try_arc`).
+    NoMemory,
 }
 
 /// The longest chain of derivations (and passes) from an original capability. Validity checks
@@ -57,7 +59,16 @@ pub struct CapNode<T> {
 impl<T: Clone> CapNode<T> {
     /// An original capability (no parent): the one the object's creator holds.
     pub fn root(object: T, rights: Rights) -> Arc<Self> {
-        Arc::new(Self { object, rights, badge: 0, parent: None, depth: 0, revoked: AtomicBool::new(false) })
+        Arc::new(Self::root_node(object, rights))
+    }
+
+    /// Like [`root`](Self::root), for a system call: `NoMemory` instead of an abort.
+    pub fn try_root(object: T, rights: Rights) -> Result<Arc<Self>, CapError> {
+        crate::fallible::try_arc(Self::root_node(object, rights)).map_err(|_| CapError::NoMemory)
+    }
+
+    fn root_node(object: T, rights: Rights) -> Self {
+        Self { object, rights, badge: 0, parent: None, depth: 0, revoked: AtomicBool::new(false) }
     }
 
     /// A capability derived from `self` with at most its rights, and a badge if `self` has
@@ -66,14 +77,15 @@ impl<T: Clone> CapNode<T> {
         if self.depth >= MAX_DEPTH {
             return Err(CapError::TooDeep);
         }
-        Ok(Arc::new(Self {
+        crate::fallible::try_arc(Self {
             object: self.object.clone(),
             rights: self.rights & rights,
             badge: if self.badge != 0 { self.badge } else { badge },
             parent: Some(self.clone()),
             depth: self.depth + 1,
             revoked: AtomicBool::new(false),
-        }))
+        })
+        .map_err(|_| CapError::NoMemory)
     }
 
     /// Whether this capability and every one it derives from are still in force.
@@ -89,8 +101,8 @@ impl<T: Clone> CapNode<T> {
     }
 
     /// A node like this one (same object, rights, badge, parent) but with no children.
-    fn fresh_copy(&self) -> Arc<Self> {
-        Arc::new(Self {
+    fn fresh_copy(&self) -> Result<Arc<Self>, CapError> {
+        crate::fallible::try_arc(Self {
             object: self.object.clone(),
             rights: self.rights,
             badge: self.badge,
@@ -98,6 +110,7 @@ impl<T: Clone> CapNode<T> {
             depth: self.depth,
             revoked: AtomicBool::new(false),
         })
+        .map_err(|_| CapError::NoMemory)
     }
 }
 
@@ -192,7 +205,8 @@ impl<T: Clone> CapTable<T> {
     pub fn revoke(&mut self, h: u64) -> Result<(), CapError> {
         let old = self.get(h, Rights::empty())?;
         let (index, _) = split(h).ok_or(CapError::Invalid)?;
-        self.slots[index].cap = Some(old.fresh_copy());
+        // The holder's fresh node first: if the heap cannot hold it, nothing is revoked.
+        self.slots[index].cap = Some(old.fresh_copy()?);
         old.revoked.store(true, Ordering::Release);
         Ok(())
     }
@@ -404,6 +418,25 @@ mod tests {
         assert_eq!(t.insert(child).err(), Some(CapError::Full));
         assert_eq!(Arc::strong_count(&parent), refs, "the refused copy no longer holds its parent");
         assert_eq!(contents(&t), before);
+    }
+
+    #[test]
+    fn nodes_the_heap_cannot_hold_are_refused_and_change_nothing() {
+        let (mut t, h) = table_with(1, Rights::ALL);
+        let parent = t.get(h, Rights::empty()).unwrap();
+        let refs = Arc::strong_count(&parent);
+        let before = contents(&t);
+        use crate::alloc_failure::refusing;
+        assert_eq!(refusing(|| parent.derive(Rights::SEND, 5).err()), Some(CapError::NoMemory));
+        assert_eq!(refusing(|| CapNode::try_root(2u32, Rights::ALL).err()), Some(CapError::NoMemory));
+        // A revocation whose fresh node cannot be made revokes nothing.
+        let child = parent.derive(Rights::SEND, 0).unwrap();
+        assert_eq!(refusing(|| t.revoke(h)), Err(CapError::NoMemory));
+        assert!(child.is_valid() && parent.is_valid());
+        assert_eq!(contents(&t), before);
+        drop(child);
+        assert_eq!(Arc::strong_count(&parent), refs);
+        assert!(CapNode::try_root(2u32, Rights::ALL).is_ok());
     }
 
     #[test]

@@ -44,8 +44,9 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub fn new(owner_pid: u64, charge: crate::mm::budget::Charge) -> Arc<Self> {
-        Arc::new(Self { owner_pid, queue: Mutex::new(Rendezvous::new()), _charge: charge })
+    /// `None` if the kernel heap cannot hold it (the charge is given back).
+    pub fn new(owner_pid: u64, charge: crate::mm::budget::Charge) -> Option<Arc<Self>> {
+        crate::fallible::try_arc(Self { owner_pid, queue: Mutex::new(Rendezvous::new()), _charge: charge }).ok()
     }
 
     /// The waiting senders and receivers, for the fastpath (`syscall::fastpath`), which pairs

@@ -22,8 +22,9 @@ pub struct Notification {
 }
 
 impl Notification {
-    pub fn new(charge: Option<crate::mm::budget::Charge>) -> Arc<Self> {
-        Arc::new(Self { bits: AtomicU64::new(0), waiter: Mutex::new(None), _charge: charge })
+    /// `None` if the kernel heap cannot hold it (the charge is given back).
+    pub fn new(charge: Option<crate::mm::budget::Charge>) -> Option<Arc<Self>> {
+        crate::fallible::try_arc(Self { bits: AtomicU64::new(0), waiter: Mutex::new(None), _charge: charge }).ok()
     }
 
     /// Sets `bits` and wakes the waiter. Safe in interrupt context.

@@ -57,6 +57,11 @@ impl GrowingHeap {
 // lock and interrupt masking make it usable from every CPU and from interrupt handlers.
 unsafe impl GlobalAlloc for GrowingHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if PARKED_ANY.load(Ordering::Acquire) != 0 {
+            if let Some(p) = take_parked(layout) {
+                return p;
+            }
+        }
         x86_64::instructions::interrupts::without_interrupts(|| {
             let mut heap = self.heap.lock();
             loop {
@@ -83,6 +88,73 @@ unsafe impl GlobalAlloc for GrowingHeap {
 
 #[global_allocator]
 static HEAP: GrowingHeap = GrowingHeap { heap: Mutex::new(Heap::empty()), mapped: AtomicU64::new(0) };
+
+/// Per CPU: a block allocated ahead by `park` for that CPU's next allocation of the same
+/// layout (`fallible::try_arc`). Touched only by its own CPU, with interrupts off.
+static PARKED: [Mutex<Option<(usize, Layout)>>; crate::arch::x86_64::smp::MAX_CPUS] =
+    [const { Mutex::new(None) }; crate::arch::x86_64::smp::MAX_CPUS];
+/// How many CPUs have a block parked (most of the time none: one load per allocation).
+static PARKED_ANY: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// Parked blocks taken by the allocation they were parked for, and ones given back unused
+/// (std's `Arc` asked for another layout: the fallible path no longer covers it).
+pub static PARKED_TAKEN: AtomicU64 = AtomicU64::new(0);
+pub static PARKED_MISSED: AtomicU64 = AtomicU64::new(0);
+
+fn take_parked(layout: Layout) -> Option<*mut u8> {
+    // Only a CPU with its per-CPU data can have parked anything.
+    let cpu = crate::arch::x86_64::percpu::try_this()?.cpu_index;
+    let mut slot = PARKED[cpu].lock();
+    match *slot {
+        Some((p, l)) if l == layout => {
+            *slot = None;
+            PARKED_TAKEN.fetch_add(1, Ordering::Relaxed);
+            Some(p as *mut u8)
+        }
+        _ => None,
+    }
+}
+
+/// A block parked for this CPU's next allocation of one layout; interrupts stay off while it
+/// lives (so that no handler's allocation takes it), and dropping it gives an untaken block
+/// back.
+pub struct Parked {
+    cpu: usize,
+    interrupts_were_on: bool,
+}
+
+/// Allocates a block of `layout` now, fallibly, for this CPU's next allocation of that
+/// layout, which then cannot fail; `None` if the heap cannot hold it.
+pub fn park(layout: Layout) -> Option<Parked> {
+    let interrupts_were_on = x86_64::instructions::interrupts::are_enabled();
+    x86_64::instructions::interrupts::disable();
+    let cpu = crate::arch::x86_64::percpu::this().cpu_index;
+    // SAFETY: a valid, non-zero-sized layout (every `try_arc` block holds two counters).
+    let p = unsafe { HEAP.alloc(layout) };
+    if p.is_null() {
+        if interrupts_were_on {
+            x86_64::instructions::interrupts::enable();
+        }
+        return None;
+    }
+    let old = PARKED[cpu].lock().replace((p as usize, layout));
+    debug_assert!(old.is_none(), "parks do not nest");
+    PARKED_ANY.fetch_add(1, Ordering::AcqRel);
+    Some(Parked { cpu, interrupts_were_on })
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if let Some((p, layout)) = PARKED[self.cpu].lock().take() {
+            PARKED_MISSED.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: allocated by `park` with this layout, and never handed out.
+            unsafe { HEAP.dealloc(p as *mut u8, layout) };
+        }
+        PARKED_ANY.fetch_sub(1, Ordering::AcqRel);
+        if self.interrupts_were_on {
+            x86_64::instructions::interrupts::enable();
+        }
+    }
+}
 
 /// How far the heap may grow beyond its initial size, given `usable` bytes of RAM.
 pub const fn growth_ceiling(usable: u64) -> u64 {

@@ -135,9 +135,12 @@ impl Process {
         aspace.write(arg_at, arg, UserAccess::DATA).map_err(|_| SpawnError::NoMemory)?;
         let rsp = (arg_at - 64) & !0xf;
 
-        let process = Arc::new(Process {
+        let mut owned_name = String::new();
+        owned_name.try_reserve_exact(name.len()).map_err(|_| SpawnError::NoMemory)?;
+        owned_name.push_str(name);
+        let process = crate::fallible::try_arc(Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
-            name: String::from(name),
+            name: owned_name,
             pml4: aspace.pml4(),
             aspace: Mutex::new(aspace),
             live_threads: AtomicUsize::new(0),
@@ -166,7 +169,8 @@ impl Process {
             exit_waiters: Mutex::new(Vec::new()),
             is_server: AtomicBool::new(false),
             log_budget: Mutex::new(LineBudget::new()),
-        });
+        })
+        .map_err(|_| SpawnError::NoMemory)?;
         {
             let mut table = process.caps.lock();
             for cap in caps {

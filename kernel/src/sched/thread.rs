@@ -219,7 +219,7 @@ fn new_thread(
     sp -= core::mem::size_of_val(&switch_frame) as u64;
     // SAFETY: as above; the frame lies below any TrapFrame written.
     unsafe { (sp as *mut [u64; 7]).write(switch_frame) };
-    Some(Arc::new(Thread {
+    let thread = crate::fallible::try_arc(Thread {
         tid: NEXT_TID.fetch_add(1, Ordering::Relaxed),
         process,
         cpu,
@@ -232,7 +232,16 @@ fn new_thread(
         ipc: Default::default(),
         exit_status: core::sync::atomic::AtomicU64::new(abi::thread_exit::EXITED),
         fpu: UnsafeCell::new(fpu),
-    }))
+    });
+    match thread {
+        Ok(t) => Some(t),
+        // Dropping the refused value gives its stack (`Thread`'s drop) and charge back.
+        Err(refused) => {
+            drop(refused);
+            release_place(cpu);
+            None
+        }
+    }
 }
 
 /// A user thread of `process` that starts at `entry` with `rsp`, RDI = `args[0]`, RSI = `args[1]`.

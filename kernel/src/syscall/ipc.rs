@@ -26,7 +26,7 @@ const MAX_SPAWN_CAPS: usize = 16;
 fn cap_error(e: CapError) -> Error {
     match e {
         CapError::NoRights => Error::NoRights,
-        CapError::Full => Error::NoMemory,
+        CapError::Full | CapError::NoMemory => Error::NoMemory,
         CapError::TooDeep => Error::InvalidArgument,
         CapError::Invalid | CapError::Stale | CapError::Revoked => Error::BadHandle,
     }
@@ -163,18 +163,21 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
     Some(match frame.rax {
         nr::ENDPOINT_CREATE => (|| {
             let charge = Charge::new(&p.budget, Kind::Endpoints, account::object_cost::<Endpoint>()).map_err(|_| Error::NoMemory)?;
-            let ep = Endpoint::new(p.pid, charge);
+            let ep = Endpoint::new(p.pid, charge).ok_or(Error::NoMemory)?;
             let mut owned = p.owned_endpoints.lock();
             // Endpoints nobody holds any more need no closing: forget them.
             owned.retain(|e| e.strong_count() > 0);
             owned.try_reserve(1).map_err(|_| Error::NoMemory)?;
-            let h = p.caps.lock().insert(CapNode::root(KObject::Endpoint(ep.clone()), Rights::ALL)).map_err(cap_error)?;
+            let node = CapNode::try_root(KObject::Endpoint(ep.clone()), Rights::ALL).map_err(cap_error)?;
+            let h = p.caps.lock().insert(node).map_err(cap_error)?;
             owned.push(Arc::downgrade(&ep));
             Ok(h)
         })(),
         nr::NOTIFICATION_CREATE => Charge::new(&p.budget, Kind::Notifications, account::object_cost::<Notification>())
             .map_err(|_| Error::NoMemory)
-            .and_then(|charge| p.caps.lock().insert(CapNode::root(KObject::Notification(Notification::new(Some(charge))), Rights::ALL)).map_err(cap_error)),
+            .and_then(|charge| Notification::new(Some(charge)).ok_or(Error::NoMemory))
+            .and_then(|n| CapNode::try_root(KObject::Notification(n), Rights::ALL).map_err(cap_error))
+            .and_then(|node| p.caps.lock().insert(node).map_err(cap_error)),
         nr::CAP_DERIVE => {
             // Badges come back in RAX from `recv` and `reply_recv`: 63 bits, like notification
             // bits (the fuzzer's badge 0xf643_9d24_d427_8b05 came back as an error code).
@@ -300,7 +303,9 @@ pub fn dispatch(frame: &mut TrapFrame, me: &Arc<Thread>, p: &Arc<Process>) -> Op
             Err(e) => Err(e),
         },
         nr::THREAD_CAP => match p.find_thread(|t| t.tid == a[0] && t.state() != crate::sched::State::Dead) {
-            Some(t) => p.caps.lock().insert(CapNode::root(KObject::Thread(t), Rights::CONTROL | Rights::GRANT)).map_err(cap_error),
+            Some(t) => CapNode::try_root(KObject::Thread(t), Rights::CONTROL | Rights::GRANT)
+                .and_then(|node| p.caps.lock().insert(node))
+                .map_err(cap_error),
             None => Err(Error::NotFound),
         },
         nr::THREAD_WAIT => cap(p, a[0], Rights::CONTROL).and_then(|c| match &c.object {
@@ -393,7 +398,7 @@ fn spawn(p: &Process, modules: u64, args: u64) -> Result<u64, Error> {
             spawned.push(Arc::downgrade(&child));
         }
     }
-    let handle = p.caps.lock().insert(CapNode::root(KObject::Process(child.clone()), Rights::CONTROL | Rights::GRANT));
+    let handle = CapNode::try_root(KObject::Process(child.clone()), Rights::CONTROL | Rights::GRANT).and_then(|node| p.caps.lock().insert(node));
     handle.map_err(|e| {
         // Nobody could name it: it ends, and its budget returns to the caller.
         child.kill(-1);

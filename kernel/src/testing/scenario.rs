@@ -249,12 +249,17 @@ fn servers(name: &str) -> ! {
     }
     let irqs = crate::arch::x86_64::ioapic::COUNTS[4].load(Ordering::Relaxed);
     let fast = crate::ipc::STATS.fastpath.load(Ordering::Relaxed);
-    log::info!("COM1 interrupts: {irqs}; IPC fastpath deliveries: {fast}");
+    let (parked, missed) = (crate::mm::heap::PARKED_TAKEN.load(Ordering::Relaxed), crate::mm::heap::PARKED_MISSED.load(Ordering::Relaxed));
+    log::info!("COM1 interrupts: {irqs}; IPC fastpath deliveries: {fast}; kernel objects made fallibly: {parked} (blocks parked but not taken: {missed})");
     match init.exit_code() {
         0 if name == "servers" && irqs == 0 => finish(Verdict::Fail(format_args!("the console took no UART interrupt"))),
         // The victims' register-only calls to echo (pinned to echo's CPU) and echo's
         // register-only replies between processes go through the fastpath.
         0 if name == "server_crash" && fast == 0 => finish(Verdict::Fail(format_args!("no IPC between the servers took the fastpath"))),
+        // Every thread, endpoint, notification, process and capability node a system call made
+        // came from a block parked for it (`fallible::try_arc`): a miss means `Arc::new` asked
+        // for another layout, and such objects would abort on a full heap again.
+        0 if parked == 0 || missed != 0 => finish(Verdict::Fail(format_args!("fallible Arc: {parked} parked blocks taken, {missed} missed"))),
         0 => finish(Verdict::Pass),
         code => finish(Verdict::Fail(format_args!("init exited with status {code}"))),
     }

@@ -109,6 +109,16 @@ pub fn this() -> &'static PerCpu {
     unsafe { &*p }
 }
 
+/// This CPU's per-CPU data, or `None` before it exists (early boot, an AP still coming up):
+/// for code that may run that early (the heap). Reads IA32_GS_BASE, so it is slower than
+/// [`this`].
+pub fn try_this() -> Option<&'static PerCpu> {
+    if GsBase::read().as_u64() == 0 {
+        return None;
+    }
+    Some(this())
+}
+
 /// Another CPU's per-CPU data (it lives at a fixed place in that CPU's entry area).
 pub fn of(cpu_index: usize) -> &'static PerCpu {
     // SAFETY: callers only pass indices of CPUs that are online, whose entry areas are mapped
