@@ -41,7 +41,11 @@ pub fn run() -> ! {
         crate::sched::idle_once();
     }
     log::info!("{} frames free after the run", phys::free_frames());
+    let (parked, missed) = (crate::mm::heap::PARKED_TAKEN.load(Ordering::Relaxed), crate::mm::heap::PARKED_MISSED.load(Ordering::Relaxed));
+    log::info!("kernel objects made fallibly: {parked} (blocks parked but not taken: {missed})");
     match init.exit_code() {
+        // As in `servers`: every object a call made must have come from its parked block.
+        0 if missed != 0 => finish(Verdict::Fail(format_args!("fallible Arc: {missed} parked blocks not taken"))),
         0 => finish(Verdict::Pass),
         code => finish(Verdict::Fail(format_args!("init exited with status {code} (see the fuzz lines above)"))),
     }
