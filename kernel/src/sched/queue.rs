@@ -75,13 +75,8 @@ impl<T> SleepQueue<T> {
         let n = self.sleepers.partition_point(|(w, _)| *w <= now);
         self.sleepers.drain(..n).map(|(_, t)| t)
     }
-    /// Takes out the sleepers for which `pick` holds, whatever their tick (early wake-ups).
-    pub fn take_where(&mut self, pick: impl FnMut(&T) -> bool) -> Vec<T> {
-        let mut out = Vec::new();
-        self.drain_where(pick, |t| out.push(t));
-        out
-    }
-    /// Like `take_where`, but hands each one to `f` instead of collecting them: no allocation.
+    /// Takes out the sleepers for which `pick` holds, whatever their tick (early wake-ups),
+    /// handing each to `f` (no allocation); returns how many.
     pub fn drain_where(&mut self, mut pick: impl FnMut(&T) -> bool, mut f: impl FnMut(T)) -> usize {
         let mut i = 0;
         let mut n = 0;
@@ -146,7 +141,9 @@ mod tests {
         assert_eq!(s.expire(10).collect::<Vec<_>>(), vec!['a', 'd']);
         assert_eq!(s.expire(25).collect::<Vec<_>>(), vec!['b']);
         assert_eq!(s.len(), 1);
-        assert_eq!(s.take_where(|c| *c == 'c'), vec!['c']);
+        let mut taken = Vec::new();
+        assert_eq!(s.drain_where(|c| *c == 'c', |c| taken.push(c)), 1);
+        assert_eq!(taken, vec!['c']);
         assert!(s.is_empty());
     }
 
